@@ -1,0 +1,27 @@
+//! pynbox runs untrusted WebAssembly programs, above all CPython compiled
+//! to wasm32-wasip1, so that they see nothing of the host but what they are
+//! given: mounted directories, forwarded descriptors, arguments and
+//! environment variables, under memory, time and output limits.
+//!
+//! ```no_run
+//! use pynbox::{MountSpec, Runtime, Sandbox};
+//! let runtime = Runtime::new(Runtime::default_cache_dir()).unwrap();
+//! let python = runtime.load_file("sandbox/root/python/bin/python.wasm".as_ref()).unwrap();
+//! let result = Sandbox::new(&python)
+//!     .mount(MountSpec::parse("sandbox/root:/:ro").unwrap())
+//!     .args(["-c", "print(6 * 7)"])
+//!     .run()
+//!     .unwrap();
+//! assert_eq!(result.stdout, b"42\n");
+//! ```
+
+pub mod descriptors;
+pub mod mounts;
+pub mod runtime;
+pub mod wasi;
+
+pub use descriptors::{parse_size, FdSource, FdSpec};
+pub use mounts::{MountSpec, SpecError};
+pub use runtime::{
+    Error, ErrorKind, Input, Limits, Output, Program, RunResult, Runtime, Sandbox, Status,
+};

@@ -1,0 +1,382 @@
+//! The `pynbox` command: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use pynbox::{
+    parse_size, ErrorKind, FdSpec, Input, Limits, MountSpec, Output, Runtime, Sandbox, Status,
+};
+
+/// Exit status for mistakes in the command line or its inputs.
+const EXIT_USAGE: u8 = 2;
+/// Exit status when pynbox itself fails (not the guest).
+const EXIT_INTERNAL: u8 = 125;
+
+#[derive(Parser)]
+#[command(
+    name = "pynbox",
+    version,
+    about = "Run untrusted Python safely: CPython compiled to WebAssembly, confined by Wasmtime",
+    long_about = "Run untrusted Python safely: CPython compiled to WebAssembly, confined by Wasmtime.\n\n\
+        The guest sees only the directories you mount (-m), the descriptors you forward \
+        (-h, -r, -w) and the environment variables you set (-E); it has no network, no \
+        processes and no host environment.\n\n\
+        Quick start:\n  pynbox install DEST python tests\n  DEST/bin/test_pynbox\n  \
+        DEST/bin/run python -c 'import os; print(os.listdir(\"/\"))'"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a WebAssembly program (wasm32-wasip1) in a sandbox.
+    Run(RunArgs),
+}
+
+/// Arguments of `pynbox run`. `-h` forwards a descriptor, as in NaCl's
+/// sel_ldr, so help is `--help` only.
+#[derive(Args)]
+#[command(
+    disable_help_flag = true,
+    after_help = "Examples:\n  \
+      pynbox run -m ./root:/:ro root/python/bin/python.wasm -c 'print(1)'\n  \
+      pynbox run -m ./root:/:ro -m ./work:/work:rw python /work/job.py\n  \
+      pynbox run -m ./root:/:ro -h 3:3 -h 4:4 python /app/engine.py 3<in.pipe 4>out.pipe\n  \
+      pynbox run --memory 256M --timeout 10 --max-output 1M prog.wasm\n\n\
+      Exit status: the guest's own; 124 time limit; 137 memory limit; 153 output limit; \
+      134 the guest crashed (a wasm trap); 2 a mistake in the command line; \
+      125 pynbox itself failed.\n\
+      Set VERBOSE=1 to print the full equivalent command line before running."
+)]
+struct RunArgs {
+    /// Mount HOST_DIR at VIRT_DIR in the guest, read-only (ro) or read-write (rw).
+    /// Repeatable; mounts may nest (e.g. / read-only with /data read-write).
+    #[arg(short = 'm', value_name = "HOST_DIR:VIRT_DIR:ro|rw")]
+    mounts: Vec<String>,
+
+    /// The mount to use when no -m is given (used by an install's bin/run).
+    #[arg(long, value_name = "HOST_DIR:VIRT_DIR:ro|rw")]
+    default_mount: Option<String>,
+
+    /// Give the guest the host's open descriptor HOST_FD as GUEST_FD (Unix).
+    #[arg(short = 'h', value_name = "HOST_FD:GUEST_FD")]
+    host_fds: Vec<String>,
+
+    /// Open FILE for reading and give it to the guest as GUEST_FD.
+    #[arg(short = 'r', value_name = "GUEST_FD:FILE")]
+    read_fds: Vec<String>,
+
+    /// Create (or truncate) FILE for writing and give it to the guest as GUEST_FD.
+    #[arg(short = 'w', value_name = "GUEST_FD:FILE")]
+    write_fds: Vec<String>,
+
+    /// Set a guest environment variable (none of the host's are passed).
+    #[arg(short = 'E', value_name = "NAME=VALUE")]
+    env: Vec<String>,
+
+    /// Cap on the guest's memory, e.g. 256M or 2G; "none" for the wasm32 maximum (4G).
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    memory: String,
+
+    /// Wall-clock limit in seconds (fractions allowed); "none" for no limit.
+    #[arg(long, value_name = "SECONDS", default_value = "3600")]
+    timeout: String,
+
+    /// Cap on stdout and stderr together, e.g. 10M; "none" for no limit.
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    max_output: String,
+
+    /// Let the guest create symbolic links in read-write mounts (refused by
+    /// default: a link left behind could mislead host programs).
+    #[arg(long)]
+    allow_symlinks: bool,
+
+    /// Resolve PROGRAM inside the mounts (a guest path such as
+    /// /test/native.wasm) instead of on the host. `python` always means
+    /// /python/bin/python.wasm in the mounts.
+    #[arg(long)]
+    guest_program: bool,
+
+    /// Directory for compiled machine code [default: $PYNBOX_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/pynbox/modules, else ~/.cache/pynbox/modules].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+
+    /// The program (a .wasm file, or `python`) and its arguments.
+    #[arg(value_name = "PROGRAM", required = true, trailing_var_arg = true, allow_hyphen_values = true, num_args = 1..)]
+    command: Vec<String>,
+}
+
+/// The guest path of the installed interpreter.
+const PYTHON: &str = "/python/bin/python.wasm";
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(EXIT_USAGE);
+            }
+            // One line that says what is wrong, and where to read more.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("pynbox: {first} (see pynbox --help)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match cli.cmd {
+        Cmd::Run(args) => run(args),
+    }
+}
+
+fn fail(kind: ErrorKind, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pynbox: {msg}");
+    ExitCode::from(match kind {
+        ErrorKind::Input => EXIT_USAGE,
+        ErrorKind::Internal => EXIT_INTERNAL,
+    })
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    fail(ErrorKind::Input, msg)
+}
+
+fn run(a: RunArgs) -> ExitCode {
+    let mut mount_specs = a.mounts.clone();
+    if mount_specs.is_empty() {
+        mount_specs.extend(a.default_mount.clone());
+    }
+    let mut mounts = Vec::new();
+    for m in &mount_specs {
+        match MountSpec::parse(m) {
+            Ok(m) => mounts.push(m),
+            Err(e) => return usage(e),
+        }
+    }
+    let mut fds = Vec::new();
+    for s in &a.host_fds {
+        match FdSpec::parse_host(s) {
+            Ok(f) => fds.push(f),
+            Err(e) => return usage(e),
+        }
+    }
+    for (list, write) in [(&a.read_fds, false), (&a.write_fds, true)] {
+        for s in list {
+            match FdSpec::parse_file(s, write) {
+                Ok(f) => fds.push(f),
+                Err(e) => return usage(e),
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &fds {
+        if !seen.insert(f.guest_fd) {
+            return usage(format!(
+                "guest descriptor {} is given twice: forward one thing per descriptor",
+                f.guest_fd
+            ));
+        }
+    }
+    let mut env = Vec::new();
+    for e in &a.env {
+        match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
+            _ => return usage(format!("-E '{e}': expected NAME=VALUE")),
+        }
+    }
+    let memory = match parse_size(&a.memory) {
+        Ok(m) => m,
+        Err(e) => return usage(format!("--memory: {e}")),
+    };
+    let max_output = match parse_size(&a.max_output) {
+        Ok(m) => m,
+        Err(e) => return usage(format!("--max-output: {e}")),
+    };
+    let timeout = if a.timeout.eq_ignore_ascii_case("none") {
+        None
+    } else {
+        match a.timeout.parse::<f64>() {
+            Ok(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            _ => {
+                return usage(format!(
+                    "--timeout '{}': give a number of seconds greater than 0, or none",
+                    a.timeout
+                ))
+            }
+        }
+    };
+    let limits = Limits {
+        memory,
+        timeout,
+        max_output,
+    };
+
+    let (program, guest_args) = a.command.split_first().expect("clap requires PROGRAM");
+    if std::env::var_os("VERBOSE").is_some_and(|v| v != "0" && !v.is_empty()) {
+        eprintln!(
+            "{}",
+            equivalent_command(&a, &mount_specs, program, guest_args)
+        );
+    }
+
+    let cache_dir = a.cache_dir.clone().or_else(Runtime::default_cache_dir);
+    let runtime = match Runtime::new(cache_dir) {
+        Ok(r) => r,
+        Err(e) => return fail(e.kind(), e),
+    };
+    let in_guest = program == "python" || a.guest_program;
+    let (loaded, arg0) = if in_guest {
+        let guest_path = if program == "python" {
+            PYTHON.to_string()
+        } else if program.starts_with('/') {
+            program.clone()
+        } else {
+            format!("/{program}")
+        };
+        let bytes = match pynbox::mounts::read_guest_file(&mounts, &guest_path) {
+            Ok(b) => b,
+            Err(e) => {
+                let hint = if program == "python" {
+                    "install the python package (pynbox install DEST python) and mount its root"
+                } else {
+                    "give a path inside the mounts"
+                };
+                return usage(format!("program '{program}': {e}: {hint}"));
+            }
+        };
+        (runtime.load_bytes(&guest_path, &bytes), guest_path)
+    } else {
+        (runtime.load_file(program.as_ref()), program.clone())
+    };
+    let program = match loaded {
+        Ok(p) => p,
+        Err(e) => return fail(e.kind(), e),
+    };
+
+    let mut sandbox = Sandbox::new(&program)
+        .arg0(&arg0)
+        .args(guest_args.iter().cloned())
+        .stdin(Input::Inherit)
+        .stdout(Output::Inherit)
+        .stderr(Output::Inherit)
+        .limits(limits)
+        .allow_symlinks(a.allow_symlinks);
+    for m in mounts {
+        sandbox = sandbox.mount(m);
+    }
+    for (k, v) in &env {
+        sandbox = sandbox.env(k, v);
+    }
+    for f in &fds {
+        match f.open() {
+            Ok((file, read, write)) => sandbox = sandbox.file(f.guest_fd, file, read, write),
+            Err(e) => return usage(e),
+        }
+    }
+    if let Some(t) = timeout {
+        start_watchdog(t);
+    }
+    let result = match sandbox.run() {
+        Ok(r) => r,
+        Err(e) => return fail(e.kind(), e),
+    };
+    report(&result.status, &limits);
+    ExitCode::from(result.status.exit_code() as u8)
+}
+
+/// The guest can block in a host read (stdin, a pipe) where no epoch check
+/// runs. Past the limit plus a grace period, end the whole process.
+fn start_watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit + Duration::from_secs(1));
+        eprintln!(
+            "pynbox: time limit of {} s reached (--timeout)",
+            limit.as_secs_f64()
+        );
+        std::process::exit(124);
+    });
+}
+
+fn report(status: &Status, limits: &Limits) {
+    match status {
+        Status::Exited(_) => {}
+        Status::TimeLimit => eprintln!(
+            "pynbox: time limit of {} s reached (--timeout)",
+            limits.timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0)
+        ),
+        Status::MemoryLimit => eprintln!(
+            "pynbox: memory limit of {} reached (--memory)",
+            human(limits.memory.unwrap_or(pynbox::runtime::MAX_MEMORY))
+        ),
+        Status::OutputLimit => eprintln!(
+            "pynbox: output limit of {} reached (--max-output)",
+            human(limits.max_output.unwrap_or(0))
+        ),
+        Status::Crashed(why) => eprintln!("pynbox: the guest crashed: {why}"),
+    }
+}
+
+fn human(n: u64) -> String {
+    for (unit, size) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+        if n >= size && n % size == 0 {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn equivalent_command(a: &RunArgs, mounts: &[String], program: &str, args: &[String]) -> String {
+    let mut parts = vec!["pynbox".to_string(), "run".to_string()];
+    for m in mounts {
+        parts.extend(["-m".into(), shell_quote(m)]);
+    }
+    for (flag, list) in [
+        ("-h", &a.host_fds),
+        ("-r", &a.read_fds),
+        ("-w", &a.write_fds),
+        ("-E", &a.env),
+    ] {
+        for v in list {
+            parts.extend([flag.to_string(), shell_quote(v)]);
+        }
+    }
+    parts.extend(["--memory".into(), shell_quote(&a.memory)]);
+    parts.extend(["--timeout".into(), shell_quote(&a.timeout)]);
+    parts.extend(["--max-output".into(), shell_quote(&a.max_output)]);
+    if a.allow_symlinks {
+        parts.push("--allow-symlinks".into());
+    }
+    if a.guest_program {
+        parts.push("--guest-program".into());
+    }
+    parts.push(shell_quote(program));
+    parts.extend(args.iter().map(|s| shell_quote(s)));
+    parts.join(" ")
+}

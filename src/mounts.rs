@@ -1,0 +1,453 @@
+//! Mounts: which host directories the guest sees, where, and how a guest
+//! path is resolved to one of them.
+//!
+//! The guest namespace is a tree of mount points. Everything below a mount
+//! point is resolved by cap-std beneath the mount's host directory, which
+//! refuses `..`, absolute symlinks and symlinks that lead outside, and does so
+//! without a check-then-use race (openat2 `RESOLVE_BENEATH` on Linux, a
+//! component-by-component walk elsewhere). Directories that exist only
+//! because a mount lies below them (`/a` for a mount at `/a/b` with no root
+//! mount) are virtual, empty apart from those mount points, and read-only.
+
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+
+use crate::wasi::abi::Errno;
+
+/// One `-m HOST:VIRT:ro|rw` mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSpec {
+    /// The host directory.
+    pub host: PathBuf,
+    /// The absolute, normalised guest path (`/`, `/data`).
+    pub guest: String,
+    /// Whether the guest may change what is below the mount.
+    pub writable: bool,
+}
+
+/// A mount or descriptor specification that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError(pub String);
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl MountSpec {
+    /// A mount of `host` at guest path `guest`.
+    pub fn new(
+        host: impl Into<PathBuf>,
+        guest: &str,
+        writable: bool,
+    ) -> Result<MountSpec, SpecError> {
+        let comps = guest_components(guest).map_err(|why| {
+            SpecError(format!(
+                "mount point '{guest}' {why}: use an absolute path such as /data"
+            ))
+        })?;
+        Ok(MountSpec {
+            host: host.into(),
+            guest: format!("/{}", comps.join("/")),
+            writable,
+        })
+    }
+
+    /// Parses `HOST:VIRT:ro` or `HOST:VIRT:rw`. The split is made from the
+    /// right so that a host path may itself contain ':' (as on Windows).
+    pub fn parse(spec: &str) -> Result<MountSpec, SpecError> {
+        let usage = "expected HOST_DIR:VIRT_DIR:ro or HOST_DIR:VIRT_DIR:rw";
+        let (rest, mode) = spec
+            .rsplit_once(':')
+            .ok_or_else(|| SpecError(format!("mount '{spec}': {usage}")))?;
+        let writable = match mode {
+            "ro" => false,
+            "rw" => true,
+            _ => {
+                // `-m /a:/b` has no mode; its last field is the guest path.
+                let hint = if mode.starts_with('/') {
+                    "the mode is missing"
+                } else {
+                    "the mode must be ro or rw"
+                };
+                return Err(SpecError(format!("mount '{spec}': {hint}; {usage}")));
+            }
+        };
+        let (host, guest) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| SpecError(format!("mount '{spec}': {usage}")))?;
+        if host.is_empty() {
+            return Err(SpecError(format!(
+                "mount '{spec}': the host directory is empty; {usage}"
+            )));
+        }
+        MountSpec::new(host, guest, writable)
+    }
+}
+
+/// Splits an absolute guest path into its components, refusing `.` and `..`
+/// so that a mount point means exactly one place.
+pub(crate) fn guest_components(path: &str) -> Result<Vec<String>, &'static str> {
+    if !path.starts_with('/') {
+        return Err("is not absolute");
+    }
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" => {}
+            "." | ".." => return Err("contains . or .."),
+            c if c.contains('\0') => return Err("contains a NUL byte"),
+            c => out.push(c.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) struct Mount {
+    pub guest: Vec<String>,
+    pub dir: cap_std::fs::Dir,
+    pub writable: bool,
+}
+
+/// A place in the guest namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// `rel` below the root of mount `mount`. `guest` is the lexical guest
+    /// path while it is known (it is not once `..` has been handed to cap-std
+    /// below a mount root, since symlinks may then stand between).
+    Host {
+        mount: usize,
+        rel: Vec<String>,
+        guest: Option<Vec<String>>,
+    },
+    /// A directory that exists only as the parent of mount points.
+    Virtual { guest: Vec<String> },
+}
+
+impl Target {
+    pub fn guest_path(&self) -> Option<&[String]> {
+        match self {
+            Target::Host { guest, .. } => guest.as_deref(),
+            Target::Virtual { guest } => Some(guest),
+        }
+    }
+}
+
+/// The mounts of one sandbox.
+pub(crate) struct Namespace {
+    pub mounts: Vec<Mount>,
+}
+
+impl Namespace {
+    /// Opens every mount's host directory. Errors name the mount to fix.
+    pub fn open(specs: &[MountSpec]) -> Result<Namespace, SpecError> {
+        let mut mounts: Vec<Mount> = Vec::new();
+        for spec in specs {
+            let guest = guest_components(&spec.guest)
+                .map_err(|why| SpecError(format!("mount point '{}' {why}", spec.guest)))?;
+            if mounts.iter().any(|m| m.guest == guest) {
+                return Err(SpecError(format!(
+                    "mount point '{}' is given twice: give each guest path one mount",
+                    spec.guest
+                )));
+            }
+            let meta = std::fs::metadata(&spec.host).map_err(|e| {
+                SpecError(format!(
+                    "mount {}:{}: host directory '{}' cannot be used: {}",
+                    spec.host.display(),
+                    spec.guest,
+                    spec.host.display(),
+                    io_reason(&e)
+                ))
+            })?;
+            if !meta.is_dir() {
+                return Err(SpecError(format!(
+                    "mount {}:{}: '{}' is not a directory: mount a directory",
+                    spec.host.display(),
+                    spec.guest,
+                    spec.host.display()
+                )));
+            }
+            let dir = cap_std::fs::Dir::open_ambient_dir(&spec.host, cap_std::ambient_authority())
+                .map_err(|e| {
+                    SpecError(format!(
+                        "mount {}:{}: cannot open '{}': {}",
+                        spec.host.display(),
+                        spec.guest,
+                        spec.host.display(),
+                        io_reason(&e)
+                    ))
+                })?;
+            mounts.push(Mount {
+                guest,
+                dir,
+                writable: spec.writable,
+            });
+        }
+        Ok(Namespace { mounts })
+    }
+
+    /// The guest's `/`, its only preopened directory: one preopen for the
+    /// whole tree keeps `ls /` showing every mount point and lets this
+    /// module, not wasi-libc, decide which mount a path belongs to.
+    pub fn root(&self) -> Target {
+        self.locate(&[])
+    }
+
+    /// The deepest mount holding guest path `g`, or a virtual directory.
+    fn locate(&self, g: &[String]) -> Target {
+        let best = self
+            .mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| g.starts_with(&m.guest))
+            .max_by_key(|(_, m)| m.guest.len());
+        match best {
+            Some((i, m)) => Target::Host {
+                mount: i,
+                rel: g[m.guest.len()..].to_vec(),
+                guest: Some(g.to_vec()),
+            },
+            None => Target::Virtual { guest: g.to_vec() },
+        }
+    }
+
+    fn is_mount_point(&self, g: &[String]) -> Option<usize> {
+        self.mounts.iter().position(|m| m.guest == g)
+    }
+
+    /// Whether guest path `g` has mount points strictly below it.
+    pub fn has_mounts_below(&self, g: &[String]) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| m.guest.len() > g.len() && m.guest.starts_with(g))
+    }
+
+    /// Names directly below `g` that lead to mount points.
+    pub fn mount_children(&self, g: &[String]) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .mounts
+            .iter()
+            .filter(|m| m.guest.len() > g.len() && m.guest.starts_with(g))
+            .map(|m| m.guest[g.len()].clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Whether `t` is the root of a mount (which the guest may not remove
+    /// or rename).
+    pub fn is_mount_root(&self, t: &Target) -> bool {
+        match t {
+            Target::Host { rel, guest, .. } => {
+                rel.is_empty()
+                    || guest
+                        .as_deref()
+                        .is_some_and(|g| self.is_mount_point(g).is_some())
+            }
+            Target::Virtual { .. } => true,
+        }
+    }
+
+    /// Resolves `path`, relative to directory `base`, to a target. Only the
+    /// mount tree is walked here; what lies below a mount root is left to
+    /// cap-std, so no host symlink is followed by this code.
+    pub fn resolve(&self, base: &Target, path: &str) -> Result<Target, Errno> {
+        if path.starts_with('/') {
+            // WASI paths are relative to a directory descriptor; wasi-libc
+            // strips the preopen's prefix before calling us.
+            return Err(Errno::PERM);
+        }
+        if path.contains('\0') {
+            return Err(Errno::INVAL);
+        }
+        let mut cur = base.clone();
+        for comp in path.split('/') {
+            match comp {
+                "" | "." => continue,
+                ".." => {
+                    cur = match cur {
+                        Target::Host {
+                            mount,
+                            mut rel,
+                            guest,
+                        } => {
+                            if rel.is_empty() {
+                                // Above a mount's root lies the mount tree,
+                                // which we know exactly.
+                                let mut g =
+                                    guest.unwrap_or_else(|| self.mounts[mount].guest.clone());
+                                g.pop();
+                                self.locate(&g)
+                            } else {
+                                rel.push("..".into());
+                                Target::Host {
+                                    mount,
+                                    rel,
+                                    guest: None,
+                                }
+                            }
+                        }
+                        Target::Virtual { mut guest } => {
+                            guest.pop();
+                            self.locate(&guest)
+                        }
+                    }
+                }
+                name => {
+                    cur = match cur {
+                        Target::Host {
+                            mount,
+                            mut rel,
+                            guest,
+                        } => match guest {
+                            Some(mut g) => {
+                                g.push(name.to_string());
+                                if let Some(m) = self.is_mount_point(&g) {
+                                    Target::Host {
+                                        mount: m,
+                                        rel: vec![],
+                                        guest: Some(g),
+                                    }
+                                } else {
+                                    rel.push(name.to_string());
+                                    Target::Host {
+                                        mount,
+                                        rel,
+                                        guest: Some(g),
+                                    }
+                                }
+                            }
+                            None => {
+                                rel.push(name.to_string());
+                                Target::Host {
+                                    mount,
+                                    rel,
+                                    guest: None,
+                                }
+                            }
+                        },
+                        Target::Virtual { mut guest } => {
+                            guest.push(name.to_string());
+                            if let Some(m) = self.is_mount_point(&guest) {
+                                Target::Host {
+                                    mount: m,
+                                    rel: vec![],
+                                    guest: Some(guest),
+                                }
+                            } else if self.has_mounts_below(&guest) {
+                                Target::Virtual { guest }
+                            } else {
+                                return Err(Errno::NOENT);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Reads a file named by an absolute guest path, through the mounts and
+    /// with the same confinement as the guest's own reads.
+    pub fn read_guest_file(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        let rel = path.strip_prefix('/').ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an absolute path")
+        })?;
+        let not_found =
+            || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file in the mounts");
+        match self.resolve(&self.root(), rel).map_err(|_| not_found())? {
+            Target::Host { mount, rel, .. } => {
+                let mut f = self.mounts[mount].dir.open(rel_path(&rel))?;
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)?;
+                Ok(buf)
+            }
+            Target::Virtual { .. } => Err(not_found()),
+        }
+    }
+
+    /// The virtual directory standing in for `t` when the host has no such
+    /// directory but mounts lie below it.
+    pub fn virtual_fallback(&self, t: &Target) -> Option<Target> {
+        match t {
+            Target::Host { guest: Some(g), .. } if self.has_mounts_below(g) => {
+                Some(Target::Virtual { guest: g.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Reads the file at absolute guest path `path` as a guest with `mounts`
+/// would see it (used to find a program inside an installed root).
+pub fn read_guest_file(mounts: &[MountSpec], path: &str) -> Result<Vec<u8>, SpecError> {
+    let ns = Namespace::open(mounts)?;
+    ns.read_guest_file(path)
+        .map_err(|e| SpecError(format!("cannot read {path} from the mounts: {e}")))
+}
+
+/// The path cap-std resolves beneath a mount's root.
+pub(crate) fn rel_path(rel: &[String]) -> PathBuf {
+    if rel.is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel.iter().collect::<PathBuf>()
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "it does not exist".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mount_specs() {
+        let m = MountSpec::parse("/tmp:/data/:rw").unwrap();
+        assert_eq!(m.host, PathBuf::from("/tmp"));
+        assert_eq!(m.guest, "/data");
+        assert!(m.writable);
+        assert_eq!(MountSpec::parse("/tmp://:ro").unwrap().guest, "/");
+        assert!(!MountSpec::parse("C:\\x:/w:ro").unwrap().writable);
+        assert_eq!(
+            MountSpec::parse("C:\\x:/w:ro").unwrap().host,
+            PathBuf::from("C:\\x")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_mount_specs() {
+        for bad in [
+            "/tmp:/data",
+            "/tmp:/data:rx",
+            "/tmp:data:ro",
+            "/tmp:/a/../b:ro",
+            ":/a:ro",
+            "ro",
+            "",
+        ] {
+            let e = MountSpec::parse(bad).unwrap_err();
+            assert!(e.0.contains("mount"), "{bad}: {e}");
+        }
+        assert!(MountSpec::parse("/tmp:/data")
+            .unwrap_err()
+            .0
+            .contains("mode is missing"));
+        assert!(MountSpec::parse("/tmp:data:ro")
+            .unwrap_err()
+            .0
+            .contains("not absolute"));
+    }
+}

@@ -1,0 +1,706 @@
+//! The sandbox: Wasmtime set up once per process ([`Runtime`]), compiled
+//! programs with an on-disk cache of machine code ([`Program`]), and one run
+//! of a program with its mounts, descriptors and limits ([`Sandbox`]).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
+
+use crate::mounts::{MountSpec, Namespace};
+use crate::wasi::fdtable::{Desc, FdTable, Sink};
+use crate::wasi::{self, Stop, WasiCtx};
+
+/// How often the epoch advances; the time limit's resolution.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The wasm call stack a guest may use. CPython's own tooling runs it with
+/// 8 MiB; less makes deep but legal recursion trap.
+const WASM_STACK: usize = 8 << 20;
+/// Table elements a guest may grow to (CPython needs about 10,000).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Linear memory can never exceed 4 GiB in wasm32.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// What went wrong before the guest could start, or around it.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// Whether an [`Error`] is the caller's to fix or the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input: a mount, a descriptor, a program that is not valid wasm.
+    Input,
+    /// The host failed (I/O on the cache, Wasmtime set-up).
+    Internal,
+}
+
+impl Error {
+    pub(crate) fn input(message: impl Into<String>) -> Error {
+        Error {
+            kind: ErrorKind::Input,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn internal(message: impl Into<String>) -> Error {
+        Error {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+        }
+    }
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<crate::mounts::SpecError> for Error {
+    fn from(e: crate::mounts::SpecError) -> Error {
+        Error::input(e.0)
+    }
+}
+
+/// The store data of one running guest.
+pub(crate) struct Guest {
+    pub wasi: WasiCtx,
+    limiter: MemoryLimiter,
+}
+
+struct MemoryLimiter {
+    max: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Refusing (rather than trapping) lets the guest see a failed
+        // allocation: CPython raises MemoryError.
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Wasmtime configured for pynbox, with the system calls linked and a
+/// cache of compiled machine code. Create one per process and share it.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<Guest>>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// A runtime whose compiled modules are cached in `cache_dir` (none:
+    /// compile every time).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, Error> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(WASM_STACK);
+        // Wasmtime checks this against the wasm stack even when, as here,
+        // nothing runs asynchronously.
+        config.async_stack_size(WASM_STACK + (1 << 20));
+        let engine = Engine::new(&config)
+            .map_err(|e| Error::internal(format!("cannot set up Wasmtime: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker)
+            .map_err(|e| Error::internal(format!("cannot link the WASI calls: {e}")))?;
+        start_epoch_ticker(&engine);
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            cache_dir,
+        })
+    }
+
+    /// The default cache directory: `$PYNBOX_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/pynbox/modules`, else `~/.cache/pynbox/modules`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("PYNBOX_CACHE_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("pynbox").join("modules"))
+    }
+
+    /// Loads a program from a `.wasm` file on the host.
+    pub fn load_file(&self, path: &Path) -> Result<Program, Error> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => "it does not exist".to_string(),
+                std::io::ErrorKind::IsADirectory => "it is a directory".to_string(),
+                _ => e.to_string(),
+            };
+            Error::input(format!(
+                "cannot read program '{}': {why}: give the path of a .wasm file",
+                path.display()
+            ))
+        })?;
+        self.load_bytes(&path.display().to_string(), &bytes)
+    }
+
+    /// Loads a program from the bytes of a wasm module; `name` is used in
+    /// messages.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Program, Error> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(Error::input(format!(
+                "'{name}' is not a WebAssembly module (it does not start with \\0asm): \
+                 give a .wasm file compiled for wasm32-wasip1"
+            )));
+        }
+        let module = self.compile_cached(name, bytes)?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| {
+            Error::input(format!(
+                "'{name}' cannot run in pynbox: {}",
+                root_message(&e)
+            ))
+        })?;
+        if module.get_export("_start").is_none() {
+            return Err(Error::input(format!(
+                "'{name}' has no _start function: it is not a WASI command module"
+            )));
+        }
+        Ok(Program {
+            pre,
+            name: name.to_string(),
+        })
+    }
+
+    /// Compiles `bytes` into the cache so that later loads are fast.
+    pub fn precompile(&self, name: &str, bytes: &[u8]) -> Result<(), Error> {
+        self.compile_cached(name, bytes).map(|_| ())
+    }
+
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        use std::hash::{Hash, Hasher};
+        // The engine's settings decide whether a compiled module fits it.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let mut key = blake3::Hasher::new();
+        key.update(bytes);
+        key.update(&h.finish().to_le_bytes());
+        key.update(env!("CARGO_PKG_VERSION").as_bytes());
+        key.finalize().to_hex()[..32].to_string()
+    }
+
+    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
+        let entry = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.cwasm", self.cache_key(bytes))));
+        if let Some(entry) = &entry {
+            if let Some(module) = self.load_cache_entry(entry) {
+                return Ok(module);
+            }
+        }
+        let module = Module::new(&self.engine, bytes).map_err(|e| {
+            Error::input(format!(
+                "'{name}' is not a valid WebAssembly module: {}",
+                root_message(&e)
+            ))
+        })?;
+        if let Some(entry) = &entry {
+            // A cache that cannot be written only costs speed.
+            let _ = store_cache_entry(entry, &module);
+        }
+        Ok(module)
+    }
+
+    /// A cache entry is the serialized module followed by the blake3 hash
+    /// of it: a truncated or corrupted entry fails the check and is
+    /// rebuilt; one from another Wasmtime or configuration is refused by
+    /// Wasmtime's own header check and rebuilt.
+    fn load_cache_entry(&self, entry: &Path) -> Option<Module> {
+        let data = std::fs::read(entry).ok()?;
+        if data.len() < 32 {
+            return None;
+        }
+        let (body, sum) = data.split_at(data.len() - 32);
+        if blake3::hash(body).as_bytes() != sum {
+            return None;
+        }
+        // SAFETY: Wasmtime requires that deserialized bytes come from
+        // `Module::serialize` of a trusted Wasmtime. The entry lives in the
+        // user's own cache directory, was written by this code, and has
+        // passed the integrity check above; Wasmtime checks that it matches
+        // this engine's version and settings.
+        unsafe { Module::deserialize(&self.engine, body) }.ok()
+    }
+}
+
+fn store_cache_entry(entry: &Path, module: &Module) -> std::io::Result<()> {
+    let body = module
+        .serialize()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let dir = entry.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    // Write then rename, so that a reader never sees half an entry.
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), fastrand_suffix()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&body)?;
+    f.write_all(blake3::hash(&body).as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, entry).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn fastrand_suffix() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+fn root_message(e: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("pynbox-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// A compiled, linked program, ready to run any number of times.
+#[derive(Clone)]
+pub struct Program {
+    pre: InstancePre<Guest>,
+    name: String,
+}
+
+impl Program {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Where the guest's standard input comes from.
+pub enum Input {
+    /// The host process's own standard input.
+    Inherit,
+    /// Empty.
+    Null,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// A host file or pipe.
+    File(File),
+}
+
+/// Where the guest's standard output or error goes.
+pub enum Output {
+    /// The host process's own stream.
+    Inherit,
+    /// Nowhere.
+    Null,
+    /// Kept in memory and returned in [`RunResult`].
+    Capture,
+    /// A host file or pipe.
+    File(File),
+}
+
+/// The resource limits of one run. `None` means no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, in bytes.
+    pub memory: Option<u64>,
+    /// Wall-clock time.
+    pub timeout: Option<Duration>,
+    /// Bytes written to stdout and stderr together.
+    pub max_output: Option<u64>,
+}
+
+impl Default for Limits {
+    /// 1 GiB of memory, one hour, 1 GiB of output.
+    fn default() -> Limits {
+        Limits {
+            memory: Some(1 << 30),
+            timeout: Some(Duration::from_secs(3600)),
+            max_output: Some(1 << 30),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The guest exited (returned from `_start`: 0, or `proc_exit(n)`).
+    Exited(i32),
+    /// `--timeout` passed.
+    TimeLimit,
+    /// The guest failed after being refused memory beyond `--memory`.
+    MemoryLimit,
+    /// stdout and stderr passed `--max-output`.
+    OutputLimit,
+    /// The guest trapped (a crash: stack overflow, unreachable, bad access).
+    Crashed(String),
+}
+
+impl Status {
+    /// The exit status the CLI uses for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Status::Exited(n) => *n,
+            Status::TimeLimit => 124,
+            Status::MemoryLimit => 137,
+            Status::OutputLimit => 153,
+            Status::Crashed(_) => 134,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    pub status: Status,
+    /// Captured standard output ([`Output::Capture`]), else empty.
+    pub stdout: Vec<u8>,
+    /// Captured standard error ([`Output::Capture`]), else empty.
+    pub stderr: Vec<u8>,
+}
+
+/// One run of a program: its arguments, environment, mounts, descriptors
+/// and limits. Nothing is shared with the host unless given here.
+pub struct Sandbox {
+    program: Program,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<MountSpec>,
+    files: Vec<(u32, File, bool, bool)>,
+    stdin: Input,
+    stdout: Output,
+    stderr: Output,
+    limits: Limits,
+    allow_symlinks: bool,
+}
+
+impl Sandbox {
+    /// A sandbox for `program`, with `argv[0]` set to the program's name,
+    /// no mounts, no environment, empty stdin, captured output and the
+    /// default limits.
+    pub fn new(program: &Program) -> Sandbox {
+        Sandbox {
+            args: vec![program.name.clone()],
+            program: program.clone(),
+            env: Vec::new(),
+            mounts: Vec::new(),
+            files: Vec::new(),
+            stdin: Input::Null,
+            stdout: Output::Capture,
+            stderr: Output::Capture,
+            limits: Limits::default(),
+            allow_symlinks: false,
+        }
+    }
+
+    /// Sets `argv[0]`, the name the guest sees itself run as.
+    pub fn arg0(mut self, name: &str) -> Sandbox {
+        self.args[0] = name.to_string();
+        self
+    }
+
+    /// Appends guest arguments (after `argv[0]`).
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Sandbox {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets a guest environment variable.
+    pub fn env(mut self, name: &str, value: &str) -> Sandbox {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds a mount.
+    pub fn mount(mut self, spec: MountSpec) -> Sandbox {
+        self.mounts.push(spec);
+        self
+    }
+
+    /// Gives the guest an open host file or pipe as descriptor `guest_fd`.
+    pub fn file(mut self, guest_fd: u32, file: File, read: bool, write: bool) -> Sandbox {
+        self.files.push((guest_fd, file, read, write));
+        self
+    }
+
+    pub fn stdin(mut self, input: Input) -> Sandbox {
+        self.stdin = input;
+        self
+    }
+
+    pub fn stdout(mut self, output: Output) -> Sandbox {
+        self.stdout = output;
+        self
+    }
+
+    pub fn stderr(mut self, output: Output) -> Sandbox {
+        self.stderr = output;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Sandbox {
+        self.limits = limits;
+        self
+    }
+
+    /// Lets the guest create symbolic links in read-write mounts.
+    pub fn allow_symlinks(mut self, allow: bool) -> Sandbox {
+        self.allow_symlinks = allow;
+        self
+    }
+
+    /// Runs the program to its end and reports how it ended.
+    pub fn run(self) -> Result<RunResult, Error> {
+        let ns = Namespace::open(&self.mounts)?;
+        let mut fds = FdTable::default();
+        let out_buf = Arc::new(Mutex::new(Vec::new()));
+        let err_buf = Arc::new(Mutex::new(Vec::new()));
+        fds.insert_at(0, input_desc(self.stdin)?);
+        fds.insert_at(1, output_desc(self.stdout, 1, &out_buf)?);
+        fds.insert_at(2, output_desc(self.stderr, 2, &err_buf)?);
+        for (n, file, read, write) in self.files {
+            if n as usize >= crate::wasi::fdtable::MAX_FDS {
+                return Err(Error::input(format!(
+                    "guest descriptor {n} is too large: use a number below {}",
+                    crate::wasi::fdtable::MAX_FDS
+                )));
+            }
+            let tty = is_terminal(&file);
+            fds.insert_at(
+                n,
+                Desc::Host {
+                    file,
+                    read,
+                    write,
+                    tty,
+                    counted: n == 1 || n == 2,
+                },
+            );
+        }
+        let root = ns.root();
+        fds.push(Desc::Dir {
+            target: root,
+            preopen: Some("/".into()),
+            listing: None,
+        })
+        .map_err(|_| Error::input("too many descriptors"))?;
+
+        let env = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let deadline = self.limits.timeout.map(|t| Instant::now() + t);
+        let memory_max = self.limits.memory.unwrap_or(MAX_MEMORY).min(MAX_MEMORY) as usize;
+        let guest = Guest {
+            wasi: WasiCtx {
+                fds,
+                ns,
+                args: self.args,
+                env,
+                allow_symlinks: self.allow_symlinks,
+                max_output: self.limits.max_output,
+                output_written: 0,
+                deadline,
+                memory: None,
+            },
+            limiter: MemoryLimiter {
+                max: memory_max,
+                hit: false,
+            },
+        };
+        let timeout = self.limits.timeout;
+        let pre = self.program.pre.clone();
+        let engine = pre.module().engine().clone();
+
+        // Wasm code runs on the host thread's stack: give it a thread with
+        // room for the whole wasm stack plus the host's own frames.
+        let status = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("pynbox-guest".into())
+                .stack_size(WASM_STACK * 2 + (4 << 20))
+                .spawn_scoped(s, move || run_guest(&engine, &pre, guest, timeout))
+                .map_err(|e| Error::internal(format!("cannot start the guest thread: {e}")))?
+                .join()
+                .map_err(|_| Error::internal("the guest thread panicked"))?
+        })?;
+        let take = |b: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
+        Ok(RunResult {
+            status,
+            stdout: take(out_buf),
+            stderr: take(err_buf),
+        })
+    }
+}
+
+fn run_guest(
+    engine: &Engine,
+    pre: &InstancePre<Guest>,
+    guest: Guest,
+    timeout: Option<Duration>,
+) -> Result<Status, Error> {
+    let mut store = Store::new(engine, guest);
+    store.limiter(|g| &mut g.limiter);
+    let ticks = match timeout {
+        Some(t) => (t.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64,
+        None => u64::MAX / 2,
+    };
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+    let instance = match pre.instantiate(&mut store) {
+        Ok(i) => i,
+        Err(e) => {
+            if store.data().limiter.hit {
+                return Ok(Status::MemoryLimit);
+            }
+            return Err(Error::input(format!(
+                "cannot start the program: {}",
+                root_message(&e)
+            )));
+        }
+    };
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .map_err(|e| Error::input(format!("the program's _start is not usable: {e}")))?;
+    let result = start.call(&mut store, ());
+    let hit_memory = store.data().limiter.hit;
+    Ok(match result {
+        Ok(()) => Status::Exited(0),
+        Err(e) => {
+            if let Some(stop) = e.downcast_ref::<Stop>() {
+                match *stop {
+                    Stop::Exit(0) => Status::Exited(0),
+                    Stop::Exit(_) if hit_memory => Status::MemoryLimit,
+                    Stop::Exit(n) => Status::Exited(n),
+                    Stop::OutputLimit => Status::OutputLimit,
+                    Stop::Timeout => Status::TimeLimit,
+                }
+            } else if let Some(trap) = e.downcast_ref::<Trap>() {
+                match trap {
+                    Trap::Interrupt => Status::TimeLimit,
+                    _ if hit_memory => Status::MemoryLimit,
+                    Trap::StackOverflow => Status::Crashed("wasm stack overflow".into()),
+                    t => Status::Crashed(t.to_string()),
+                }
+            } else if hit_memory {
+                Status::MemoryLimit
+            } else {
+                Status::Crashed(root_message(&e))
+            }
+        }
+    })
+}
+
+fn input_desc(input: Input) -> Result<Desc, Error> {
+    Ok(match input {
+        Input::Inherit => host_desc(inherit(0)?, true, false, false),
+        Input::Null => Desc::Memory {
+            input: Some(Cursor::new(Vec::new())),
+            output: None,
+            counted: false,
+        },
+        Input::Bytes(b) => Desc::Memory {
+            input: Some(Cursor::new(b)),
+            output: None,
+            counted: false,
+        },
+        Input::File(f) => host_desc(f, true, false, false),
+    })
+}
+
+fn output_desc(output: Output, n: i32, buf: &Arc<Mutex<Vec<u8>>>) -> Result<Desc, Error> {
+    Ok(match output {
+        Output::Inherit => host_desc(inherit(n)?, false, true, true),
+        Output::Null => Desc::Memory {
+            input: None,
+            output: Some(Sink::Discard),
+            counted: true,
+        },
+        Output::Capture => Desc::Memory {
+            input: None,
+            output: Some(Sink::Buffer(buf.clone())),
+            counted: true,
+        },
+        Output::File(f) => host_desc(f, false, true, true),
+    })
+}
+
+fn host_desc(file: File, read: bool, write: bool, counted: bool) -> Desc {
+    let tty = is_terminal(&file);
+    Desc::Host {
+        file,
+        read,
+        write,
+        tty,
+        counted,
+    }
+}
+
+fn is_terminal(f: &File) -> bool {
+    use std::io::IsTerminal;
+    f.is_terminal()
+}
+
+/// A new handle on the host's stdin (0), stdout (1) or stderr (2), so that
+/// closing it in the guest leaves the host's own stream open.
+#[cfg(unix)]
+fn inherit(n: i32) -> Result<File, Error> {
+    use std::os::fd::{AsFd, BorrowedFd};
+    // SAFETY: 0, 1 and 2 are open for the life of the process or the
+    // duplication below fails cleanly.
+    let fd = unsafe { BorrowedFd::borrow_raw(n) };
+    let owned = fd
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::internal(format!("standard stream {n} is not usable: {e}")))?;
+    Ok(File::from(owned))
+}
+
+#[cfg(windows)]
+fn inherit(n: i32) -> Result<File, Error> {
+    use std::os::windows::io::AsHandle;
+    let owned = match n {
+        0 => std::io::stdin().as_handle().try_clone_to_owned(),
+        1 => std::io::stdout().as_handle().try_clone_to_owned(),
+        _ => std::io::stderr().as_handle().try_clone_to_owned(),
+    }
+    .map_err(|e| Error::internal(format!("standard stream {n} is not usable: {e}")))?;
+    Ok(File::from(owned))
+}

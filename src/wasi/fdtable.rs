@@ -1,0 +1,115 @@
+//! The guest's descriptor table: what each WASI descriptor number stands for.
+//!
+//! Wasmtime's own preview-1 implementation keeps a table of stdio and
+//! preopened directories only, with no way to place a host pipe at a chosen
+//! number. pynbox keeps its own table so that `-h 3:3` can give the guest
+//! exactly the host's descriptor 3, and so that every path operation goes
+//! through one place that enforces the mounts.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use super::abi::{Errno, WasiResult};
+use crate::mounts::Target;
+
+/// Descriptors the guest may hold at once (stdio and preopens included).
+pub const MAX_FDS: usize = 1024;
+
+pub(crate) enum Desc {
+    /// A host descriptor handed to the guest: stdio, `-h`, `-r`, `-w`.
+    Host {
+        file: File,
+        read: bool,
+        write: bool,
+        tty: bool,
+        /// Counts towards `--max-output` (the guest's stdout and stderr).
+        counted: bool,
+    },
+    /// In-memory input or captured output, for the embedding API.
+    Memory {
+        input: Option<Cursor<Vec<u8>>>,
+        output: Option<Sink>,
+        counted: bool,
+    },
+    /// A file the guest opened below a mount.
+    File {
+        file: File,
+        target: Target,
+        read: bool,
+        write: bool,
+        append: bool,
+    },
+    /// A directory in the guest namespace. `preopen` is the guest path
+    /// wasi-libc learns from `fd_prestat_dir_name`.
+    Dir {
+        target: Target,
+        preopen: Option<String>,
+        /// The listing read at cookie 0, reused by later `fd_readdir` calls.
+        listing: Option<Vec<DirEntry>>,
+    },
+}
+
+/// Where in-memory output goes.
+pub(crate) enum Sink {
+    Discard,
+    Buffer(Arc<Mutex<Vec<u8>>>),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct DirEntry {
+    pub name: String,
+    pub ino: u64,
+    pub filetype: u8,
+}
+
+#[derive(Default)]
+pub(crate) struct FdTable {
+    fds: BTreeMap<u32, Desc>,
+}
+
+impl FdTable {
+    pub fn insert_at(&mut self, fd: u32, d: Desc) {
+        self.fds.insert(fd, d);
+    }
+
+    /// Places `d` at the lowest free number from 3 up. Preopens are placed
+    /// this way too: wasi-libc scans upwards from 3 until the first free
+    /// number, so they must not sit behind a gap.
+    pub fn push(&mut self, d: Desc) -> WasiResult<u32> {
+        if self.fds.len() >= MAX_FDS {
+            return Err(Errno::MFILE);
+        }
+        let mut n = 3;
+        while self.fds.contains_key(&n) {
+            n += 1;
+        }
+        self.fds.insert(n, d);
+        Ok(n)
+    }
+
+    pub fn get(&self, fd: u32) -> WasiResult<&Desc> {
+        self.fds.get(&fd).ok_or(Errno::BADF)
+    }
+
+    pub fn get_mut(&mut self, fd: u32) -> WasiResult<&mut Desc> {
+        self.fds.get_mut(&fd).ok_or(Errno::BADF)
+    }
+
+    pub fn remove(&mut self, fd: u32) -> WasiResult<Desc> {
+        self.fds.remove(&fd).ok_or(Errno::BADF)
+    }
+
+    pub fn contains(&self, fd: u32) -> bool {
+        self.fds.contains_key(&fd)
+    }
+
+    /// The directory target of `fd`, for path operations.
+    pub fn dir(&self, fd: u32) -> WasiResult<&Target> {
+        match self.get(fd)? {
+            Desc::Dir { target, .. } => Ok(target),
+            _ => Err(Errno::NOTDIR),
+        }
+    }
+}
