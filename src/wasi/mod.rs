@@ -308,10 +308,29 @@ impl WasiCtx {
         &self.ns.mounts[mount].dir
     }
 
+    /// Resolves `path`; a name that would be new in a virtual directory is
+    /// read-only rather than missing, as nothing can be created there.
+    fn resolve_creating(&self, fd: u32, path: &str) -> Sys<Target> {
+        let base = self.fds.dir(fd)?;
+        match self.ns.resolve(base, path) {
+            Err(Errno::NOENT) => {
+                let parent = path
+                    .trim_end_matches('/')
+                    .rsplit_once('/')
+                    .map_or("", |(p, _)| p);
+                match self.ns.resolve(base, parent) {
+                    Ok(Target::Virtual { .. }) => Err(Errno::ROFS.into()),
+                    _ => Err(Errno::NOENT.into()),
+                }
+            }
+            r => Ok(r?),
+        }
+    }
+
     /// Resolves a path for an operation that changes the file system: the
     /// target must be below a writable mount, and not a mount root.
     fn resolve_for_change(&self, fd: u32, path: &str) -> Sys<(usize, PathBuf)> {
-        let target = self.ns.resolve(self.fds.dir(fd)?, path)?;
+        let target = self.resolve_creating(fd, path)?;
         match target {
             Target::Virtual { .. } => Err(Errno::ROFS.into()),
             Target::Host { mount, ref rel, .. } => {
@@ -451,9 +470,13 @@ fn path_open(
     rights: u64,
     fdflags: u16,
 ) -> Sys<u32> {
-    let target = cx.ns.resolve(cx.fds.dir(fd)?, path)?;
-    let want_dir = oflags & OFLAG_DIRECTORY != 0;
     let create = oflags & OFLAG_CREAT != 0;
+    let target = if create {
+        cx.resolve_creating(fd, path)?
+    } else {
+        cx.ns.resolve(cx.fds.dir(fd)?, path)?
+    };
+    let want_dir = oflags & OFLAG_DIRECTORY != 0;
     let trunc = oflags & OFLAG_TRUNC != 0;
     let excl = oflags & OFLAG_EXCL != 0;
     let write = rights & WRITE_RIGHTS != 0 || trunc;

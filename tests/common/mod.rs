@@ -1,0 +1,146 @@
+//! Shared helpers for the integration tests: the real `pynbox` binary, C
+//! guests compiled with the project's wasm32-wasip1 toolchain, and the
+//! installed Python when a test needs it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn pynbox_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pynbox"))
+}
+
+/// A cache directory for compiled modules shared by all tests of a run.
+pub fn module_cache() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pynbox-test-modules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `pynbox ARGS`, with no host environment but what the runner needs.
+pub fn pynbox() -> Command {
+    let mut c = Command::new(pynbox_bin());
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PYNBOX_CACHE_DIR", module_cache())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .stdin(Stdio::null());
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    pynbox().args(args).output().expect("running pynbox")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The wasm32-wasip1 toolchain directory (made on first use by the
+/// project's own recipe).
+pub fn toolchain() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("recipes/toolchain.sh"))
+            .arg("--print-dir")
+            .output()
+            .expect("running recipes/toolchain.sh");
+        assert!(
+            out.status.success(),
+            "recipes/toolchain.sh failed:\n{}",
+            text(&out.stderr)
+        );
+        PathBuf::from(text(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// Compiles `tests/guests/NAME.c` to wasm once per test run.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let dir = std::env::temp_dir().join(format!("pynbox-test-guests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{name}.wasm"));
+    let mut done = built.lock().unwrap();
+    if !done.iter().any(|n| n == name) {
+        let cc = toolchain().join("bin/wasm32-wasip1-clang");
+        let st = Command::new(cc)
+            .args(["-O2", "-o"])
+            .arg(&out)
+            .arg(repo().join(format!("tests/guests/{name}.c")))
+            .status()
+            .expect("running the wasm C compiler");
+        assert!(st.success(), "compiling {name}.c failed");
+        done.push(name.to_string());
+    }
+    out
+}
+
+pub fn probe() -> String {
+    guest("probe").display().to_string()
+}
+
+/// Lines of the probe's output, as "OP ARG: RESULT".
+pub fn probe_lines(out: &Output) -> Vec<String> {
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Asserts that probe output has exactly this line.
+pub fn has_line(out: &Output, line: &str) {
+    let lines = probe_lines(out);
+    assert!(
+        lines.iter().any(|l| l == line),
+        "expected line {line:?} in:\n{}\nstderr:\n{}",
+        lines.join("\n"),
+        text(&out.stderr)
+    );
+}
+
+/// A snapshot of every file below `dir` (path, content, or link target),
+/// to show that the host was not changed.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut v = Vec::new();
+    fn walk(base: &Path, d: &Path, v: &mut Vec<(PathBuf, String)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(d).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().to_path_buf();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                v.push((
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                ));
+            } else if meta.is_dir() {
+                v.push((rel.clone(), format!("dir {:?}", meta.modified().ok())));
+                walk(base, &p, v);
+            } else {
+                v.push((
+                    rel,
+                    format!(
+                        "{:?} {:?}",
+                        std::fs::read(&p).unwrap(),
+                        meta.modified().ok()
+                    ),
+                ));
+            }
+        }
+    }
+    walk(dir, dir, &mut v);
+    v
+}
+
+/// An installed sandbox with the `python` package, if the test run has one
+/// (`PYNBOX_TEST_DEST`, set by `.ci/run` after installing), else `None`.
+pub fn python_dest() -> Option<PathBuf> {
+    let d = PathBuf::from(std::env::var_os("PYNBOX_TEST_DEST")?);
+    d.join("root/python/bin/python.wasm").exists().then_some(d)
+}
