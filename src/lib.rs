@@ -16,7 +16,10 @@
 //! ```
 
 pub mod descriptors;
+pub mod install;
 pub mod mounts;
+pub mod packages;
+pub mod recipes;
 pub mod runtime;
 pub mod wasi;
 

@@ -36,6 +36,42 @@ struct Cli {
 enum Cmd {
     /// Run a WebAssembly program (wasm32-wasip1) in a sandbox.
     Run(RunArgs),
+    /// Build packages from source (all recipes when none is named).
+    #[command(after_help = "Each package lands in build/packages/NAME.VERSION.tar.zst of the checkout, \
+        with build/packages/index.json. Builds are cached in $PYNBOX_CACHE (default ~/.cache/pynbox) \
+        by the recipe's inputs: an unchanged package is not rebuilt.\n\n\
+        Example:\n  pynbox build python tests")]
+    Build {
+        /// Packages to build (see recipes/).
+        packages: Vec<String>,
+        /// The recipes directory [default: recipes/ of the checkout].
+        #[arg(long, value_name = "DIR")]
+        recipes: Option<PathBuf>,
+    },
+    /// Install packages into a sandbox directory DEST (the runner is always installed).
+    #[command(after_help = "Examples:\n  pynbox install DEST python tests\n  \
+        pynbox install DEST python=3.13.5-1 --repo /mnt/pynbox-packages\n  \
+        pynbox install DEST lxml --repo https://example.org/pynbox\n\n\
+        Then: DEST/bin/run python -c 'print(1)'")]
+    Install {
+        /// The install directory.
+        dest: PathBuf,
+        /// Packages, as NAME or NAME=VERSION.
+        packages: Vec<String>,
+        /// Where packages come from: a directory or an http(s) URL [default: build/packages of the checkout].
+        #[arg(long, value_name = "DIR|URL")]
+        repo: Option<String>,
+    },
+    /// List the packages installed in DEST.
+    List { dest: PathBuf },
+    /// Check every installed file of DEST against its receipt.
+    Verify { dest: PathBuf },
+    /// Remove packages from DEST.
+    Remove {
+        dest: PathBuf,
+        #[arg(required = true)]
+        packages: Vec<String>,
+    },
 }
 
 /// Arguments of `pynbox run`. `-h` forwards a descriptor, as in NaCl's
@@ -142,7 +178,105 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run(args) => run(args),
+        Cmd::Build { packages, recipes } => build(packages, recipes),
+        Cmd::Install { dest, packages, repo } => install(&dest, &packages, repo),
+        Cmd::List { dest } => list(&dest),
+        Cmd::Verify { dest } => verify(&dest),
+        Cmd::Remove { dest, packages } => {
+            let mut log = |l: &str| eprintln!("{l}");
+            match pynbox::install::remove(&dest, &packages, &mut log) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(ErrorKind::Input, e),
+            }
+        }
     }
+}
+
+fn build(mut packages: Vec<String>, recipes: Option<PathBuf>) -> ExitCode {
+    let env = match pynbox::recipes::BuildEnv::discover(recipes) {
+        Ok(e) => e,
+        Err(e) => return usage(e),
+    };
+    if packages.is_empty() {
+        packages = env.available();
+    }
+    for p in &packages {
+        match pynbox::recipes::build(&env, p) {
+            Ok(b) => eprintln!("{p}: {}", b.archive.display()),
+            Err(e) => {
+                eprintln!("pynbox: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn default_repo() -> Result<pynbox::install::Repo, String> {
+    let env = pynbox::recipes::BuildEnv::discover(None).map_err(|_| {
+        "no package repository: give --repo DIR|URL, or run inside the pynbox checkout to use build/packages".to_string()
+    })?;
+    Ok(pynbox::install::Repo::Dir(env.out.join("packages")))
+}
+
+fn install(dest: &std::path::Path, packages: &[String], repo: Option<String>) -> ExitCode {
+    let repo = match repo {
+        Some(r) => pynbox::install::Repo::parse(&r),
+        None => match default_repo() {
+            Ok(r) => r,
+            Err(e) => return usage(e),
+        },
+    };
+    let mut log = |l: &str| eprintln!("{l}");
+    match pynbox::install::install(dest, packages, &repo, &mut log) {
+        Ok(()) => {
+            eprintln!("ready: {}/bin/run python", dest.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pynbox: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn list(dest: &std::path::Path) -> ExitCode {
+    let receipts = match pynbox::install::Dest::open(dest, false).and_then(|d| d.receipts()) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    for r in receipts {
+        println!("{:<12} {:<14} {} files", r.name, r.version, r.files.len());
+    }
+    ExitCode::SUCCESS
+}
+
+fn verify(dest: &std::path::Path) -> ExitCode {
+    let d = match pynbox::install::Dest::open(dest, false) {
+        Ok(d) => d,
+        Err(e) => return usage(e),
+    };
+    let receipts = match d.receipts() {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let mut bad = 0;
+    for r in &receipts {
+        let problems = pynbox::install::verify_receipt(&d, r);
+        if problems.is_empty() {
+            println!("{} {}: ok ({} files)", r.name, r.version, r.files.len());
+        } else {
+            bad += problems.len();
+            for p in problems {
+                println!("{} {}: {p}", r.name, r.version);
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("pynbox: {bad} installed files changed or missing: reinstall the packages named above");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(kind: ErrorKind, msg: impl std::fmt::Display) -> ExitCode {

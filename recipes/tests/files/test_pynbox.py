@@ -1,0 +1,333 @@
+"""pynbox's checks from inside the sandbox.
+
+Run by DEST/bin/test_pynbox as `python /test/test_pynbox.py`, with the
+install's root mounted read-only at / and a fresh empty directory mounted
+read-write at /scratch. Each test prints its result; the last line says how
+many passed and failed, and the exit status is non-zero on any failure.
+"""
+
+import os
+import sys
+import time
+import unittest
+
+SCRATCH = "/scratch"
+STDLIB = os.path.dirname(os.__file__)
+
+
+class BlockedServices(unittest.TestCase):
+    """What WASI cannot do must fail with a Python exception, not a crash."""
+
+    def test_no_network_sockets(self):
+        import socket
+
+        with self.assertRaises(OSError):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.connect(("127.0.0.1", 80))
+
+    def test_no_pipes(self):
+        with self.assertRaises(OSError):
+            os.pipe()
+
+    def test_no_subprocess(self):
+        import subprocess
+
+        with self.assertRaises(OSError):
+            subprocess.run(["/bin/sh", "-c", "true"])
+
+    def test_no_fork(self):
+        self.assertFalse(hasattr(os, "fork"))
+
+    def test_no_kill(self):
+        kill = getattr(os, "kill", None)
+        if kill is not None:
+            with self.assertRaises(OSError):
+                kill(1, 9)
+
+    def test_no_waitpid(self):
+        waitpid = getattr(os, "waitpid", None)
+        if waitpid is not None:
+            with self.assertRaises(OSError):
+                waitpid(-1, 0)
+
+    def test_no_threads(self):
+        import threading
+
+        t = threading.Thread(target=lambda: None)
+        with self.assertRaises(RuntimeError):
+            t.start()
+
+    def test_no_ctypes(self):
+        with self.assertRaises(ImportError):
+            import ctypes  # noqa: F401
+
+    def test_no_host_environment(self):
+        for name in ("HOME", "PATH", "USER", "SHELL"):
+            self.assertNotIn(name, os.environ)
+
+
+class Filesystem(unittest.TestCase):
+    def test_root_holds_only_installed_packages(self):
+        top = set(os.listdir("/"))
+        self.assertIn("python", top)
+        self.assertIn("test", top)
+        self.assertIn("scratch", top)
+        for host_dir in ("home", "etc", "usr", "proc", "dev", "root", "tmp"):
+            self.assertNotIn(host_dir, top)
+
+    def test_host_files_are_out_of_reach(self):
+        for path in ("/etc/passwd", "/proc/self/environ", "/../../etc/passwd",
+                     "/python/../../etc/passwd", "/home"):
+            with self.assertRaises(OSError, msg=path):
+                with open(path, "rb") as f:
+                    f.read()
+
+    def test_reads_the_stdlib(self):
+        with open(os.path.join(STDLIB, "os.py"), encoding="utf-8") as f:
+            self.assertIn("def makedirs", f.read())
+
+    def test_root_is_read_only(self):
+        for attempt in (lambda: open("/python/new.txt", "w"),
+                        lambda: os.mkdir("/python/newdir"),
+                        lambda: os.remove(os.path.join(STDLIB, "os.py")),
+                        lambda: os.rename(os.path.join(STDLIB, "os.py"), "/python/x.py")):
+            with self.assertRaises(OSError) as cm:
+                attempt()
+            self.assertIn(cm.exception.errno, (30, 13, 1))  # EROFS, EACCES, EPERM
+
+    def test_scratch_is_writable(self):
+        path = os.path.join(SCRATCH, "hello.txt")
+        with open(path, "w") as f:
+            f.write("hello from the sandbox")
+        with open(path) as f:
+            self.assertEqual(f.read(), "hello from the sandbox")
+        os.mkdir(os.path.join(SCRATCH, "d"))
+        os.rename(path, os.path.join(SCRATCH, "d", "moved.txt"))
+        self.assertEqual(os.listdir(os.path.join(SCRATCH, "d")), ["moved.txt"])
+        os.remove(os.path.join(SCRATCH, "d", "moved.txt"))
+        os.rmdir(os.path.join(SCRATCH, "d"))
+
+    def test_symlinks_cannot_be_made(self):
+        with self.assertRaises(PermissionError):
+            os.symlink("/etc/passwd", os.path.join(SCRATCH, "link"))
+
+    def test_prefix(self):
+        self.assertEqual(sys.prefix, "/python")
+        self.assertTrue(STDLIB.startswith("/python/lib/python3.13"))
+
+
+class TimeAndData(unittest.TestCase):
+    def test_time_is_plausible(self):
+        now = time.time()
+        self.assertGreater(now, 1.7e9)  # after 2023
+        self.assertLess(now, 4.1e9)  # before 2100
+        t0 = time.monotonic()
+        time.sleep(0.01)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.009)
+
+    def test_datetime(self):
+        import datetime
+
+        d = datetime.datetime.now(datetime.timezone.utc)
+        self.assertGreaterEqual(d.year, 2024)
+        self.assertEqual((datetime.date(2024, 3, 1) - datetime.date(2024, 2, 1)).days, 29)
+
+    def test_zoneinfo(self):
+        import datetime
+        import zoneinfo
+
+        try:
+            tz = zoneinfo.ZoneInfo("UTC")
+        except zoneinfo.ZoneInfoNotFoundError:
+            tz = datetime.timezone.utc
+        self.assertEqual(datetime.datetime(2024, 1, 1, tzinfo=tz).utcoffset().total_seconds(), 0)
+
+    def test_array(self):
+        import array
+
+        a = array.array("i", range(10))
+        a.append(10)
+        self.assertEqual(sum(a), 55)
+        self.assertEqual(a.tobytes()[:4], (0).to_bytes(4, sys.byteorder))
+
+    def test_hashlib(self):
+        import hashlib
+
+        expected = {
+            "md5": "900150983cd24fb0d6963f7d28e17f72",
+            "sha1": "a9993e364706816aba3e25717850c26c9cd0d89d",
+            "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "sha512": "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+                      "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+            "sha3_256": "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532",
+            "blake2b": "ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b74b12bb6fdbffa2d1"
+                       "7d87c5392aab792dc252d5de4533cc9518d38aa8dbf1925ab92386edd4009923",
+            "blake2s": "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982",
+        }
+        for name, digest in expected.items():
+            self.assertEqual(hashlib.new(name, b"abc").hexdigest(), digest, name)
+
+    def test_zlib_round_trip(self):
+        import zlib
+
+        data = os.urandom(1000) * 50
+        packed = zlib.compress(data, 9)
+        self.assertLess(len(packed), len(data) // 10)
+        self.assertEqual(zlib.decompress(packed), data)
+        self.assertEqual(zlib.crc32(b"hello"), 0x3610A686)
+
+    def test_bz2_and_lzma_round_trip(self):
+        import bz2
+        import lzma
+
+        data = b"pynbox " * 10000
+        self.assertEqual(bz2.decompress(bz2.compress(data)), data)
+        self.assertEqual(lzma.decompress(lzma.compress(data)), data)
+        self.assertEqual(lzma.decompress(lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_SHA256)), data)
+
+    def test_sqlite3_on_a_file(self):
+        import sqlite3
+
+        path = os.path.join(SCRATCH, "t.db")
+        db = sqlite3.connect(path)
+        db.execute("create table t (k integer primary key, v text)")
+        db.executemany("insert into t (v) values (?)", [(str(i),) for i in range(1000)])
+        db.commit()
+        # Two more readers of the same file at once, in this one process.
+        r1 = sqlite3.connect(path)
+        r2 = sqlite3.connect(path)
+        c1 = r1.execute("select count(*), sum(k) from t")
+        c2 = r2.execute("select v from t where k = 500")
+        self.assertEqual(c1.fetchone(), (1000, 500500))
+        self.assertEqual(c2.fetchone(), ("499",))
+        db.execute("update t set v = 'x' where k = 1")
+        db.commit()
+        self.assertEqual(r1.execute("select v from t where k = 1").fetchone(), ("x",))
+        for c in (db, r1, r2):
+            c.close()
+        os.remove(path)
+
+    def test_decimal(self):
+        import decimal
+
+        decimal.getcontext().prec = 50
+        self.assertEqual(str(decimal.Decimal(1) / decimal.Decimal(7))[:12], "0.1428571428")
+        self.assertEqual(decimal.Decimal("0.1") + decimal.Decimal("0.2"), decimal.Decimal("0.3"))
+        import _decimal  # the C implementation, not _pydecimal
+        self.assertIs(decimal.Decimal, _decimal.Decimal)
+
+    def test_xml(self):
+        import xml.etree.ElementTree as ET
+        import pyexpat
+
+        root = ET.fromstring("<a><b x='1'>text</b><b x='2'/></a>")
+        self.assertEqual([b.get("x") for b in root.iter("b")], ["1", "2"])
+        self.assertEqual(ET.tostring(root.find("b")), b'<b x="1">text</b>')
+        self.assertTrue(pyexpat.EXPAT_VERSION.startswith("expat_"))
+        import _elementtree  # noqa: F401
+
+    def test_unicodedata(self):
+        import unicodedata
+
+        self.assertEqual(unicodedata.name("\u00e9"), "LATIN SMALL LETTER E WITH ACUTE")
+        self.assertEqual(unicodedata.normalize("NFD", "\u00e9"), "e\u0301")
+
+    def test_json_pickle_struct_binascii(self):
+        import binascii
+        import json
+        import pickle
+        import struct
+
+        obj = {"a": [1, 2.5, None, True], "b": {"c": "\u2603"}}
+        self.assertEqual(json.loads(json.dumps(obj)), obj)
+        self.assertEqual(pickle.loads(pickle.dumps(obj, protocol=5)), obj)
+        self.assertEqual(struct.unpack("<iQd", struct.pack("<iQd", -1, 2**63, 0.5)), (-1, 2**63, 0.5))
+        self.assertEqual(binascii.hexlify(b"\x01\xff"), b"01ff")
+        import _json
+        import _pickle  # noqa: F401
+        self.assertIsNotNone(_json.scanstring)
+
+    def test_math_and_random(self):
+        import cmath
+        import math
+        import random
+
+        self.assertAlmostEqual(math.gamma(5), 24.0)
+        self.assertAlmostEqual(cmath.exp(1j * math.pi).real, -1.0)
+        a = random.random()
+        b = random.random()
+        self.assertNotEqual(a, b)
+        r = random.Random(42)
+        self.assertEqual(r.randrange(1000), 654)
+
+    def test_select(self):
+        import select
+
+        self.assertTrue(hasattr(select, "select"))
+
+    def test_randomness_is_fresh(self):
+        self.assertNotEqual(os.urandom(16), os.urandom(16))
+
+
+# Modules that cannot work on WASI, and why. Importing any other module of
+# the shipped stdlib must succeed.
+EXPECTED_IMPORT_FAILURES = {
+    "ctypes": "no _ctypes: WASI cannot load or call native code",
+    "curses": "no _curses: no terminal library",
+    "dbm.gnu": "no _gdbm",
+    "dbm.ndbm": "no _dbm",
+    "readline": "no readline library",
+    "ssl": "no _ssl: no OpenSSL and no network",
+    "multiprocessing.popen_fork": "no fork",
+    "multiprocessing.popen_forkserver": "no fork",
+    "multiprocessing.popen_spawn_posix": "no _posixshmem / processes",
+    "multiprocessing.popen_spawn_win32": "Windows only",
+    "multiprocessing.resource_sharer": "no sockets / processes",
+    "multiprocessing.shared_memory": "no _posixshmem",
+    "multiprocessing.synchronize": "no _multiprocessing.SemLock",
+    "concurrent.futures.process": "no processes",
+    "pty": "no termios / fork",
+    "tty": "no termios",
+    "getpass": "no termios",
+    "asyncio.windows_events": "Windows only",
+    "asyncio.windows_utils": "Windows only",
+    "encodings.mbcs": "Windows only",
+    "encodings.oem": "Windows only",
+    "msilib": "Windows only",
+    "winreg": "Windows only",
+    "_winapi": "Windows only",
+    "winsound": "Windows only",
+    "nturl2path": None,
+}
+
+
+class Stdlib(unittest.TestCase):
+    def test_every_shipped_module_imports(self):
+        import importlib
+        import pkgutil
+
+        names = []
+        for info in pkgutil.walk_packages([STDLIB], onerror=lambda n: None):
+            if info.name.startswith(("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3")):
+                continue
+            if info.name.endswith("__main__") or ".tests" in info.name or info.name.startswith("_"):
+                continue
+            names.append(info.name)
+        self.assertGreater(len(names), 300)
+        unexpected = []
+        for name in sorted(names):
+            try:
+                importlib.import_module(name)
+            except BaseException as e:  # noqa: B902 - some modules raise SystemExit-like errors
+                if name in EXPECTED_IMPORT_FAILURES or name.split(".")[0] in EXPECTED_IMPORT_FAILURES:
+                    continue
+                unexpected.append(f"{name}: {type(e).__name__}: {e}")
+        self.assertEqual(unexpected, [], "\n".join(unexpected))
+
+
+if __name__ == "__main__":
+    result = unittest.main(verbosity=2, exit=False).result
+    failed = len(result.failures) + len(result.errors)
+    passed = result.testsRun - failed - len(result.skipped)
+    print(f"python: {passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed else 0)

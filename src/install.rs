@@ -1,0 +1,846 @@
+//! Installs: putting packages from a repository into a sandbox directory
+//! DEST, with receipts, verification and removal.
+//!
+//! DEST holds `bin/` (the runner and commands), `root/` (the sandbox's `/`),
+//! `packages/NAME.installed` (receipts) and `cache/` (compiled machine
+//! code). A receipt is written last: a package without one is not installed,
+//! whatever files an interrupted install left, and the next install cleans
+//! those up.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cap_std::fs::Dir;
+
+use crate::packages::{
+    self, check_name, check_version, compare_versions, parse_archive_name, sha256_hex, unpack_checked,
+    Command, FileEntry, Index, IndexEntry, PackageError, Receipt, Result, RUNNER,
+};
+
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(PackageError(msg.into()))
+}
+
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> PackageError {
+    move |e| PackageError(format!("{what}: {e}"))
+}
+
+/// Where packages come from: a directory (such as `build/packages`) or an
+/// http(s) URL serving the same files.
+#[derive(Clone, Debug)]
+pub enum Repo {
+    Dir(PathBuf),
+    Url(String),
+}
+
+impl Repo {
+    pub fn parse(s: &str) -> Repo {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Repo::Url(s.trim_end_matches('/').to_string())
+        } else {
+            Repo::Dir(PathBuf::from(s))
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Repo::Dir(d) => d.display().to_string(),
+            Repo::Url(u) => u.clone(),
+        }
+    }
+
+    /// What the repository offers. A directory without `index.json` is
+    /// scanned (its archives are then checked by their manifests only).
+    pub fn index(&self) -> Result<Index> {
+        match self {
+            Repo::Dir(d) => {
+                if !d.is_dir() {
+                    return err(format!(
+                        "package repository '{}' does not exist: build packages with `pynbox build PKG` or give --repo DIR|URL",
+                        d.display()
+                    ));
+                }
+                let idx = d.join("index.json");
+                if idx.exists() {
+                    let data = std::fs::read(&idx).map_err(io_err(format!("reading {}", idx.display())))?;
+                    return serde_json::from_slice(&data)
+                        .map_err(|e| PackageError(format!("{} is not a valid index: {e}", idx.display())));
+                }
+                let mut index = Index::default();
+                for e in std::fs::read_dir(d).map_err(io_err(format!("reading {}", d.display())))?.flatten() {
+                    let file = e.file_name().to_string_lossy().into_owned();
+                    if let Some((name, version)) = parse_archive_name(&file) {
+                        index.packages.push(IndexEntry {
+                            name,
+                            version,
+                            size: e.metadata().map(|m| m.len()).unwrap_or(0),
+                            sha256: String::new(),
+                            file,
+                        });
+                    }
+                }
+                Ok(index)
+            }
+            Repo::Url(u) => {
+                let url = format!("{u}/index.json");
+                let body = http_get_small(&url)?;
+                serde_json::from_slice(&body)
+                    .map_err(|e| PackageError(format!("{url} is not a valid package index: {e}")))
+            }
+        }
+    }
+
+    /// A local path to the archive of `entry`, downloaded into `downloads`
+    /// if the repository is remote, and checked against the index's hash.
+    fn fetch(&self, entry: &IndexEntry, downloads: &Path) -> Result<PathBuf> {
+        if entry.file != format!("{}.{}.tar.zst", entry.name, entry.version) {
+            return err(format!("the index names an unexpected file '{}'", entry.file));
+        }
+        let path = match self {
+            Repo::Dir(d) => d.join(&entry.file),
+            Repo::Url(u) => {
+                std::fs::create_dir_all(downloads).map_err(io_err("creating the download directory"))?;
+                let dest = downloads.join(&entry.file);
+                download(&format!("{u}/{}", entry.file), &dest, entry.size)?;
+                dest
+            }
+        };
+        if !entry.sha256.is_empty() {
+            let data = std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+            if sha256_hex(&data) != entry.sha256 {
+                if matches!(self, Repo::Url(_)) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                return err(format!(
+                    "{} does not match the sha256 in the repository's index: it is corrupt or was tampered with; nothing was installed",
+                    entry.file
+                ));
+            }
+        }
+        Ok(path)
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_recv_body(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn http_get_small(url: &str) -> Result<Vec<u8>> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(500 << attempt));
+        }
+        match agent().get(url).call() {
+            Ok(mut r) if r.status() == 200 => {
+                let mut body = Vec::new();
+                r.body_mut()
+                    .as_reader()
+                    .take(16 << 20)
+                    .read_to_end(&mut body)
+                    .map_err(io_err(format!("reading {url}")))?;
+                return Ok(body);
+            }
+            Ok(r) if r.status() == 404 => return err(format!("{url}: not found (404): is this a pynbox package repository?")),
+            Ok(r) => last = format!("HTTP status {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    err(format!("cannot fetch {url}: {last}"))
+}
+
+/// Downloads `url` to `dest`, resuming a partial `dest.part` with a Range
+/// request and retrying transient failures, with progress on stderr.
+fn download(url: &str, dest: &Path, expected: u64) -> Result<()> {
+    let part = dest.with_extension("zst.part");
+    let name = dest.file_name().unwrap().to_string_lossy().into_owned();
+    let mut last = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(500 << attempt.min(4)));
+        }
+        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if expected > 0 && have == expected {
+            break;
+        }
+        let mut req = agent().get(url);
+        if have > 0 {
+            req = req.header("Range", &format!("bytes={have}-"));
+        }
+        let mut resp = match req.call() {
+            Ok(r) => r,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let (mut file, start) = match resp.status().as_u16() {
+            206 => (
+                std::fs::OpenOptions::new().append(true).open(&part).map_err(io_err("opening the partial download"))?,
+                have,
+            ),
+            200 => (std::fs::File::create(&part).map_err(io_err("creating the download"))?, 0),
+            404 => return err(format!("{url}: not found (404)")),
+            s => {
+                last = format!("HTTP status {s}");
+                continue;
+            }
+        };
+        let mut progress = Progress::new(&format!("downloading {name}"), expected);
+        let mut reader = resp.body_mut().as_reader();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = start;
+        let res: std::io::Result<()> = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(k) => {
+                    if let Err(e) = file.write_all(&buf[..k]) {
+                        break Err(e);
+                    }
+                    n += k as u64;
+                    if expected > 0 && n > expected {
+                        break Err(std::io::Error::other("the server sent more than the index says"));
+                    }
+                    progress.update(n);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        progress.finish();
+        match res {
+            Ok(()) if expected == 0 || n == expected => {
+                std::fs::rename(&part, dest).map_err(io_err("finishing the download"))?;
+                return Ok(());
+            }
+            Ok(()) => last = format!("the download stopped at {n} of {expected} bytes"),
+            Err(e) => last = e.to_string(),
+        }
+        if last.contains("more than the index") {
+            let _ = std::fs::remove_file(&part);
+        }
+    }
+    if expected > 0 && std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) == expected {
+        std::fs::rename(&part, dest).map_err(io_err("finishing the download"))?;
+        return Ok(());
+    }
+    err(format!("cannot download {url}: {last} (run the install again to resume)"))
+}
+
+/// A one-line progress display on stderr: redrawn on a terminal, a line
+/// per quarter otherwise.
+pub struct Progress {
+    label: String,
+    total: u64,
+    tty: bool,
+    last_draw: Instant,
+    last_quarter: u64,
+}
+
+impl Progress {
+    pub fn new(label: &str, total: u64) -> Progress {
+        Progress {
+            label: label.to_string(),
+            total,
+            tty: std::io::stderr().is_terminal(),
+            last_draw: Instant::now() - Duration::from_secs(1),
+            last_quarter: 0,
+        }
+    }
+
+    pub fn update(&mut self, done: u64) {
+        if self.tty {
+            if self.last_draw.elapsed() >= Duration::from_millis(100) {
+                self.last_draw = Instant::now();
+                let pct = if self.total > 0 { done * 100 / self.total } else { 0 };
+                eprint!("\r  {} {pct:>3}% ({} MiB)", self.label, done >> 20);
+            }
+        } else if self.total > 0 && done <= self.total {
+            let q = done * 4 / self.total;
+            if q > self.last_quarter && q < 4 {
+                self.last_quarter = q;
+                eprintln!("  {} {}%", self.label, q * 25);
+            }
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// An install directory.
+pub struct Dest {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl Dest {
+    /// Opens (creating if needed) an install directory.
+    pub fn open(path: &Path, create: bool) -> Result<Dest> {
+        if create {
+            std::fs::create_dir_all(path).map_err(io_err(format!("creating {}", path.display())))?;
+        } else if !path.join("packages").is_dir() {
+            return err(format!(
+                "'{}' is not a pynbox install: create one with `pynbox install {} python`",
+                path.display(),
+                path.display()
+            ));
+        }
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .map_err(io_err(format!("opening {}", path.display())))?;
+        for d in ["bin", "root", "packages", "cache"] {
+            if create {
+                dir.create_dir_all(d).map_err(io_err(format!("creating {d}")))?;
+            }
+        }
+        Ok(Dest {
+            path: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
+            dir,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn receipts(&self) -> Result<Vec<Receipt>> {
+        let mut out = Vec::new();
+        let entries = self.dir.read_dir("packages").map_err(io_err("reading packages/"))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pkg) = name.strip_suffix(".installed") {
+                if let Some(r) = self.receipt(pkg)? {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub fn receipt(&self, name: &str) -> Result<Option<Receipt>> {
+        check_name(name)?;
+        let p = format!("packages/{name}.installed");
+        match self.dir.read(&p) {
+            Ok(data) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|e| PackageError(format!("receipt {p} is damaged: {e}; reinstall the package"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => err(format!("reading {p}: {e}")),
+        }
+    }
+
+    fn write_receipt(&self, r: &Receipt) -> Result<()> {
+        let tmp = format!("packages/.{}.tmp", r.name);
+        let json = serde_json::to_vec_pretty(r).expect("receipt serializes");
+        self.dir.write(&tmp, json).map_err(io_err("writing a receipt"))?;
+        self.dir
+            .rename(&tmp, &self.dir, format!("packages/{}.installed", r.name))
+            .map_err(io_err("writing a receipt"))
+    }
+
+    /// Removes what an interrupted install left: staging directories and
+    /// the files of a package that never got its receipt.
+    fn recover(&self) -> Result<()> {
+        if self.dir.exists(".staging") {
+            self.dir.remove_dir_all(".staging").map_err(io_err("cleaning .staging"))?;
+        }
+        let owned = self.owned_files(None)?;
+        for e in self.dir.read_dir("packages").map_err(io_err("reading packages/"))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pkg) = name.strip_suffix(".installing") {
+                let data = self.dir.read(format!("packages/{name}")).unwrap_or_default();
+                let files: Vec<String> = serde_json::from_slice(&data).unwrap_or_default();
+                for f in files.iter().filter(|f| !owned.contains(*f) && packages::check_path(f).is_ok()) {
+                    let _ = self.dir.remove_file(f);
+                    self.prune(f);
+                }
+                eprintln!("  cleaned up an interrupted install of {pkg}");
+                let _ = self.dir.remove_file(format!("packages/{name}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Files owned by installed packages, other than `except`.
+    fn owned_files(&self, except: Option<&str>) -> Result<BTreeSet<String>> {
+        Ok(self
+            .receipts()?
+            .into_iter()
+            .filter(|r| Some(r.name.as_str()) != except)
+            .flat_map(|r| r.files.into_iter().map(|f| f.path))
+            .collect())
+    }
+
+    /// Removes empty directories above a removed file, up to `root/`.
+    fn prune(&self, file: &str) {
+        let mut p = Path::new(file).parent();
+        while let Some(d) = p {
+            if d.as_os_str().is_empty() || d == Path::new("root") || d == Path::new("bin") {
+                break;
+            }
+            if self.dir.remove_dir(d).is_err() {
+                break;
+            }
+            p = d.parent();
+        }
+    }
+
+    /// Replaces package `name`'s files with `files` (DEST-relative path,
+    /// staged source), then writes its receipt.
+    fn commit(
+        &self,
+        name: &str,
+        version: &str,
+        depends: &[String],
+        staged: &[(FileEntry, StagedFrom)],
+    ) -> Result<()> {
+        let others = self.owned_files(Some(name))?;
+        if let Some((f, _)) = staged.iter().find(|(f, _)| others.contains(&f.path)) {
+            let owner = self
+                .receipts()?
+                .into_iter()
+                .find(|r| r.files.iter().any(|x| x.path == f.path))
+                .map(|r| r.name)
+                .unwrap_or_default();
+            return err(format!("{name} would overwrite {} of package {owner}: remove {owner} first", f.path));
+        }
+        let old = self.receipt(name)?;
+        // From here on the package is not installed until the new receipt
+        // is written; the marker lets a later run clean up after a crash.
+        let marker: Vec<&str> = staged.iter().map(|(f, _)| f.path.as_str()).collect();
+        self.dir
+            .write(format!("packages/{name}.installing"), serde_json::to_vec(&marker).unwrap())
+            .map_err(io_err("writing the install marker"))?;
+        if old.is_some() {
+            self.dir
+                .remove_file(format!("packages/{name}.installed"))
+                .map_err(io_err("removing the old receipt"))?;
+        }
+        if let Some(old) = &old {
+            let keep: BTreeSet<&str> = marker.iter().copied().collect();
+            for f in old.files.iter().filter(|f| !keep.contains(f.path.as_str())) {
+                let _ = self.dir.remove_file(&f.path);
+                self.prune(&f.path);
+            }
+        }
+        for (f, from) in staged {
+            if let Some(parent) = Path::new(&f.path).parent() {
+                self.dir
+                    .create_dir_all(parent)
+                    .map_err(io_err(format!("creating {}", parent.display())))?;
+            }
+            match from {
+                StagedFrom::Staging(rel) => self
+                    .dir
+                    .rename(rel, &self.dir, &f.path)
+                    .map_err(io_err(format!("installing {}", f.path)))?,
+                StagedFrom::Bytes(data, exec) => {
+                    let tmp = format!("{}.pynbox-new", f.path);
+                    self.dir.write(&tmp, data).map_err(io_err(format!("writing {}", f.path)))?;
+                    #[cfg(unix)]
+                    if *exec {
+                        use cap_std::fs::PermissionsExt;
+                        self.dir
+                            .set_permissions(&tmp, cap_std::fs::Permissions::from_mode(0o755))
+                            .map_err(io_err(format!("making {} executable", f.path)))?;
+                    }
+                    #[cfg(not(unix))]
+                    let _ = exec;
+                    self.dir
+                        .rename(&tmp, &self.dir, &f.path)
+                        .map_err(io_err(format!("installing {}", f.path)))?;
+                }
+            }
+        }
+        self.write_receipt(&Receipt {
+            name: name.into(),
+            version: version.into(),
+            depends: depends.to_vec(),
+            files: staged.iter().map(|(f, _)| f.clone()).collect(),
+        })?;
+        let _ = self.dir.remove_file(format!("packages/{name}.installing"));
+        Ok(())
+    }
+}
+
+enum StagedFrom {
+    /// A DEST-relative path in the staging area.
+    Staging(String),
+    /// Bytes written by pynbox itself, and whether they are executable.
+    Bytes(Vec<u8>, bool),
+}
+
+/// One outcome line per package, for the caller to print.
+pub type Log<'a> = &'a mut dyn FnMut(&str);
+
+/// Installs the runner (always) and `requests` (`NAME` or `NAME=VERSION`)
+/// with what they depend on.
+pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> Result<()> {
+    let dest = Dest::open(dest_path, true)?;
+    dest.recover()?;
+    install_runner(&dest, log)?;
+
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    for r in requests {
+        let (name, version) = match r.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (r.clone(), None),
+        };
+        check_name(&name)?;
+        if let Some(v) = &version {
+            check_version(v)?;
+        }
+        if name == RUNNER {
+            continue;
+        }
+        wanted.push((name, version));
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let index = repo.index()?;
+    // Dependencies first, each once.
+    let mut order: Vec<IndexEntry> = Vec::new();
+    let mut visiting = Vec::new();
+    for (name, version) in &wanted {
+        resolve(&index, repo, name, version.as_deref(), &mut order, &mut visiting, &dest)?;
+    }
+    let downloads = dest.path().join(".downloads");
+    for entry in &order {
+        if let Some(r) = dest.receipt(&entry.name)? {
+            if r.version == entry.version {
+                log(&format!("{} {} is already installed (skipped)", entry.name, entry.version));
+                continue;
+            }
+        }
+        let archive = repo.fetch(entry, &downloads)?;
+        install_archive(&dest, &archive, log)?;
+    }
+    let _ = std::fs::remove_dir_all(&downloads);
+    Ok(())
+}
+
+fn resolve(
+    index: &Index,
+    repo: &Repo,
+    name: &str,
+    version: Option<&str>,
+    order: &mut Vec<IndexEntry>,
+    visiting: &mut Vec<String>,
+    dest: &Dest,
+) -> Result<()> {
+    if order.iter().any(|e| e.name == name) {
+        return Ok(());
+    }
+    if visiting.iter().any(|v| v == name) {
+        return err(format!("packages depend on each other in a cycle: {} -> {name}", visiting.join(" -> ")));
+    }
+    let mut candidates: Vec<&IndexEntry> = index
+        .packages
+        .iter()
+        .filter(|e| e.name == name && version.is_none_or(|v| v == e.version))
+        .collect();
+    candidates.sort_by(|a, b| compare_versions(&a.version, &b.version));
+    let Some(entry) = candidates.last() else {
+        let what = match version {
+            Some(v) => format!("{name} {v}"),
+            None => name.to_string(),
+        };
+        let offered: Vec<String> = index
+            .packages
+            .iter()
+            .filter(|e| e.name == name)
+            .map(|e| e.version.clone())
+            .collect();
+        let extra = if offered.is_empty() {
+            format!("build it with `pynbox build {name}`, or give --repo DIR|URL")
+        } else {
+            format!("available versions: {}", offered.join(", "))
+        };
+        return err(format!("package {what} is not in the repository {}: {extra}", repo.describe()));
+    };
+    // The manifest's dependencies are known only after fetching; the
+    // repository's archives carry them, so peek into the archive.
+    visiting.push(name.to_string());
+    let deps = archive_depends(repo, entry, dest)?;
+    for d in deps {
+        if dest.receipt(&d)?.is_none() || !order.iter().any(|e| e.name == d) {
+            if dest.receipt(&d)?.is_some() && version.is_none() {
+                continue;
+            }
+            resolve(index, repo, &d, None, order, visiting, dest)?;
+        }
+    }
+    visiting.pop();
+    order.push((*entry).clone());
+    Ok(())
+}
+
+/// Reads only the manifest at the head of an archive.
+fn archive_depends(repo: &Repo, entry: &IndexEntry, dest: &Dest) -> Result<Vec<String>> {
+    let path = repo.fetch(entry, &dest.path().join(".downloads"))?;
+    let f = std::fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
+    let dec = zstd::Decoder::new(f).map_err(io_err("the archive is not zstd-compressed"))?;
+    let mut tar = tar::Archive::new(dec);
+    let mut entries = tar.entries().map_err(io_err("the archive is damaged"))?;
+    let first = entries
+        .next()
+        .ok_or_else(|| PackageError("the archive is empty".into()))?
+        .map_err(io_err("the archive is damaged"))?;
+    let mut json = Vec::new();
+    first.take(64 << 20).read_to_end(&mut json).map_err(io_err("reading the manifest"))?;
+    let m: packages::Manifest = serde_json::from_slice(&json)
+        .map_err(|e| PackageError(format!("{}: manifest.json is not valid: {e}", entry.file)))?;
+    m.check()?;
+    if m.name != entry.name || m.version != entry.version {
+        return err(format!("{} holds {} {}, not what its name says", entry.file, m.name, m.version));
+    }
+    Ok(m.depends)
+}
+
+/// Installs one archive file into `dest`.
+pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
+    let file = std::fs::File::open(archive).map_err(io_err(format!("opening {}", archive.display())))?;
+    let label = archive.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    dest.dir.create_dir_all(".staging").map_err(io_err("creating .staging"))?;
+    let stage_name = format!(".staging/{}", random_hex());
+    dest.dir.create_dir(&stage_name).map_err(io_err("creating a staging directory"))?;
+    let staging = dest.dir.open_dir(&stage_name).map_err(io_err("opening the staging directory"))?;
+    let mut progress = Progress::new(&format!("unpacking {label}"), 0);
+    let mut reader = std::io::BufReader::new(file);
+    let manifest = unpack_checked(&mut reader, &staging, &mut |n| progress.update(n));
+    progress.finish();
+    let manifest = match manifest {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = dest.dir.remove_dir_all(&stage_name);
+            return err(format!("{label}: {e}; nothing was installed"));
+        }
+    };
+    let mut staged: Vec<(FileEntry, StagedFrom)> = manifest
+        .files
+        .iter()
+        .map(|f| {
+            (
+                FileEntry {
+                    path: format!("root/{}", f.path),
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                },
+                StagedFrom::Staging(format!("{stage_name}/{}", f.path)),
+            )
+        })
+        .collect();
+    for (cmd, spec) in &manifest.commands {
+        let script = command_script(&manifest.name, spec).into_bytes();
+        staged.push((
+            FileEntry {
+                path: format!("bin/{cmd}"),
+                size: script.len() as u64,
+                sha256: sha256_hex(&script),
+            },
+            StagedFrom::Bytes(script, true),
+        ));
+    }
+    let r = dest.commit(&manifest.name, &manifest.version, &manifest.depends, &staged);
+    let _ = dest.dir.remove_dir_all(&stage_name);
+    r?;
+    log(&format!("installed {} {}", manifest.name, manifest.version));
+    precompile(dest, &manifest, log);
+    Ok(())
+}
+
+/// Compiles the package's wasm programs into DEST's cache now, so that no
+/// run waits for the compiler.
+fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
+    let Ok(runtime) = crate::Runtime::new(Some(dest.path().join("cache"))) else {
+        return;
+    };
+    for f in manifest.files.iter().filter(|f| f.path.ends_with(".wasm")) {
+        let path = dest.path().join("root").join(&f.path);
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let start = Instant::now();
+        eprintln!("  compiling /{} to machine code (once, at install)...", f.path);
+        match runtime.precompile(&f.path, &bytes) {
+            Ok(()) => log(&format!("compiled /{} in {:.1} s", f.path, start.elapsed().as_secs_f64())),
+            Err(e) => log(&format!("warning: /{} was not precompiled: {e}", f.path)),
+        }
+    }
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+const SCRIPT_HEAD: &str = r#"#!/bin/sh
+# Generated by `pynbox install`. It finds its own directory, so the
+# install can be moved.
+here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd -P) || exit 125
+dest=$(dirname -- "$here")
+"#;
+
+fn run_script() -> String {
+    format!(
+        r#"{SCRIPT_HEAD}if [ $# -eq 0 ]; then
+  echo "Usage: $0 [OPTIONS] PROGRAM [ARGS...]"
+  echo
+  echo "Runs PROGRAM in this sandbox: 'python' (the installed interpreter, interactive"
+  echo "with no arguments), or a path inside the sandbox such as /test/test_pynbox_native.wasm."
+  echo "Default mount, used when no -m is given: $dest/root:/:ro"
+  echo
+  exec "$here/pynbox" run --help
+fi
+exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache" "$@"
+"#
+    )
+}
+
+/// A host script for a package command. It only ever calls `bin/run`, and
+/// every word from the manifest is quoted.
+fn command_script(package: &str, c: &Command) -> String {
+    let mut s = String::from(SCRIPT_HEAD);
+    s.push_str(&format!("# Command of package {package}.\n"));
+    let mut mounts = String::from(r#" -m "$dest/root:/:ro""#);
+    if let Some(scratch) = &c.scratch {
+        s.push_str("scratch=$(mktemp -d) || exit 125\ntrap 'rm -rf \"$scratch\"' EXIT\n");
+        mounts.push_str(&format!(r#" -m "$scratch":{}"#, shell_quote(&format!("{scratch}:rw"))));
+    }
+    let line = |step: &[String]| {
+        let words: Vec<String> = step.iter().map(|w| shell_quote(w)).collect();
+        format!(r#""$here/run"{mounts} {}"#, words.join(" "))
+    };
+    if c.steps.len() == 1 {
+        s.push_str(&format!("{} \"$@\"\n", line(&c.steps[0])));
+    } else {
+        s.push_str("failed=0\n");
+        for step in &c.steps {
+            s.push_str(&format!("{} || failed=$((failed + 1))\n", line(step)));
+        }
+        s.push_str(&format!(
+            "if [ \"$failed\" -eq 0 ]; then\n  echo \"All passed\"\nelse\n  echo \"FAILED: $failed of {} parts failed\"\n  exit 1\nfi\n",
+            c.steps.len()
+        ));
+    }
+    s
+}
+
+/// Installs or refreshes the runner: this very `pynbox` executable as
+/// `bin/pynbox`, and `bin/run`.
+fn install_runner(dest: &Dest, log: Log) -> Result<()> {
+    let exe = std::env::current_exe().map_err(io_err("finding the pynbox executable"))?;
+    let bin = std::fs::read(&exe).map_err(io_err(format!("reading {}", exe.display())))?;
+    let script = run_script().into_bytes();
+    let files = vec![
+        (
+            FileEntry {
+                path: "bin/pynbox".into(),
+                size: bin.len() as u64,
+                sha256: sha256_hex(&bin),
+            },
+            StagedFrom::Bytes(bin, true),
+        ),
+        (
+            FileEntry {
+                path: "bin/run".into(),
+                size: script.len() as u64,
+                sha256: sha256_hex(&script),
+            },
+            StagedFrom::Bytes(script, true),
+        ),
+    ];
+    let version = env!("CARGO_PKG_VERSION");
+    if let Some(r) = dest.receipt(RUNNER)? {
+        let same = r.version == version
+            && r.files.len() == files.len()
+            && r.files.iter().zip(&files).all(|(a, (b, _))| a == b)
+            && verify_receipt(dest, &r).is_empty();
+        if same {
+            return Ok(());
+        }
+    }
+    dest.commit(RUNNER, version, &[], &files)?;
+    log(&format!("installed {RUNNER} {version} (bin/run)"));
+    Ok(())
+}
+
+/// The problems of one installed package: `changed: PATH` or `missing: PATH`.
+pub fn verify_receipt(dest: &Dest, r: &Receipt) -> Vec<String> {
+    let mut problems = Vec::new();
+    for f in &r.files {
+        match dest.dir.open(&f.path) {
+            Ok(file) => {
+                let mut file = file.into_std();
+                let ok = match hash_reader(&mut file) {
+                    Ok((h, n)) => h == f.sha256 && n == f.size,
+                    Err(_) => false,
+                };
+                if !ok {
+                    problems.push(format!("changed: {}", f.path));
+                }
+            }
+            Err(_) => problems.push(format!("missing: {}", f.path)),
+        }
+    }
+    problems
+}
+
+fn hash_reader(r: &mut impl Read) -> std::io::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// Removes the named packages' files and receipts.
+pub fn remove(dest_path: &Path, names: &[String], log: Log) -> Result<()> {
+    let dest = Dest::open(dest_path, false)?;
+    dest.recover()?;
+    for name in names {
+        check_name(name)?;
+        if name == RUNNER {
+            return err("the runner is part of every install and cannot be removed (delete DEST to remove everything)");
+        }
+        let Some(r) = dest.receipt(name)? else {
+            return err(format!("{name} is not installed in {}", dest.path().display()));
+        };
+        for other in dest.receipts()? {
+            if other.name != *name && !names.contains(&other.name) && other.depends.contains(name) {
+                return err(format!("{} depends on {name}: remove {} first", other.name, other.name));
+            }
+        }
+        dest.dir
+            .remove_file(format!("packages/{name}.installed"))
+            .map_err(io_err("removing the receipt"))?;
+        for f in &r.files {
+            let _ = dest.dir.remove_file(&f.path);
+            dest.prune(&f.path);
+        }
+        log(&format!("removed {} {}", r.name, r.version));
+    }
+    Ok(())
+}

@@ -1,0 +1,559 @@
+//! Packages: the archive format, repositories, and installs into a
+//! sandbox directory (DEST) with receipts.
+//!
+//! An archive is `NAME.VERSION.tar.zst` holding `manifest.json` first and
+//! then only regular files and directories under `root/`. Everything in it
+//! is untrusted: names and paths are checked before use, every file must be
+//! listed in the manifest with its size and sha256, and all writes into DEST
+//! go through a cap-std directory handle, so nothing lands outside DEST
+//! whatever the archive says. See docs/PACKAGES.md.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use cap_std::fs::Dir;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The archive format this code reads and writes.
+pub const FORMAT: u32 = 1;
+/// The package that is always installed: the runner itself.
+pub const RUNNER: &str = "runner";
+const MAX_FILES: usize = 200_000;
+const MAX_TOTAL: u64 = 8 << 30;
+
+/// A package error, with a message that says what to do.
+#[derive(Debug)]
+pub struct PackageError(pub String);
+
+impl fmt::Display for PackageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PackageError {}
+
+pub type Result<T> = std::result::Result<T, PackageError>;
+
+fn err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(PackageError(msg.into()))
+}
+
+fn io_err(what: impl fmt::Display) -> impl FnOnce(io::Error) -> PackageError {
+    move |e| PackageError(format!("{what}: {e}"))
+}
+
+/// A program an installed package offers on the host, as
+/// `DEST/bin/NAME`. It can only run guest programs through `DEST/bin/run`:
+/// an archive never puts host code on the machine.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Command {
+    /// Guest command lines run in turn (`["python", "/test/t.py"]`).
+    pub steps: Vec<Vec<String>>,
+    /// A guest path at which each run gets a fresh, empty, writable
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path below the sandbox root, `/`-separated, relative.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format: u32,
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub depends: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, Command>,
+    pub files: Vec<FileEntry>,
+}
+
+/// What `DEST/packages/NAME.installed` records.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Receipt {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub depends: Vec<String>,
+    /// Files relative to DEST (`root/...`, `bin/...`).
+    pub files: Vec<FileEntry>,
+}
+
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "'{name}' is not a package name: use lowercase letters, digits, - and _"
+        ))
+    }
+}
+
+pub fn check_version(v: &str) -> Result<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-_".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        err(format!("'{v}' is not a package version: use letters, digits and . + ~ - _"))
+    }
+}
+
+/// Checks a path from an archive or manifest: relative, `/`-separated,
+/// no empty, `.` or `..` component, no backslash or NUL.
+pub fn check_path(p: &str) -> Result<()> {
+    let bad = p.is_empty()
+        || p.starts_with('/')
+        || p.contains('\\')
+        || p.contains('\0')
+        || p.len() > 4096
+        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        err(format!("unsafe path '{p}' in the archive"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_command_name(n: &str) -> Result<()> {
+    check_name(n)?;
+    if n == "run" || n == "pynbox" {
+        return err(format!("a package may not define the command '{n}'"));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Checks everything a manifest says before any of it is used.
+    pub fn check(&self) -> Result<()> {
+        if self.format != FORMAT {
+            return err(format!(
+                "package format {} is not supported (this pynbox reads format {FORMAT}): use a matching pynbox",
+                self.format
+            ));
+        }
+        check_name(&self.name)?;
+        check_version(&self.version)?;
+        for d in &self.depends {
+            check_name(d)?;
+        }
+        if self.files.len() > MAX_FILES {
+            return err(format!("the package lists {} files, more than {MAX_FILES}", self.files.len()));
+        }
+        let mut seen = BTreeSet::new();
+        let mut total = 0u64;
+        for f in &self.files {
+            check_path(&f.path)?;
+            if !seen.insert(f.path.as_str()) {
+                return err(format!("the manifest lists '{}' twice", f.path));
+            }
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return err(format!("the manifest's hash of '{}' is not a sha256", f.path));
+            }
+            total = total.saturating_add(f.size);
+        }
+        // A file and a directory of the same name cannot both exist.
+        for f in &self.files {
+            let mut prefix = String::new();
+            for comp in f.path.split('/') {
+                if !prefix.is_empty() && seen.contains(prefix.as_str()) {
+                    return err(format!("'{prefix}' is both a file and a directory in the manifest"));
+                }
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(comp);
+            }
+        }
+        if total > MAX_TOTAL {
+            return err("the package is larger than 8 GiB");
+        }
+        for (name, c) in &self.commands {
+            check_command_name(name)?;
+            if c.steps.is_empty() || c.steps.iter().any(|s| s.is_empty()) {
+                return err(format!("command '{name}' has an empty step"));
+            }
+            if let Some(s) = &c.scratch {
+                crate::mounts::guest_components(s)
+                    .map_err(|why| PackageError(format!("command '{name}': scratch path '{s}' {why}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn archive_name(&self) -> String {
+        format!("{}.{}.tar.zst", self.name, self.version)
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    hash_reader(&mut f)
+}
+
+fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// Packs the files below `root` into `out_dir/NAME.VERSION.tar.zst`.
+/// Entries are sorted and carry no owner or time, so that the same files
+/// give the same archive.
+pub fn create_archive(
+    name: &str,
+    version: &str,
+    depends: &[String],
+    commands: &BTreeMap<String, Command>,
+    root: &Path,
+    out_dir: &Path,
+) -> Result<PathBuf> {
+    let mut files = Vec::new();
+    let mut paths = Vec::new();
+    collect_files(root, root, &mut paths).map_err(io_err(format!("reading {}", root.display())))?;
+    paths.sort();
+    for rel in &paths {
+        let (sha256, size) = sha256_file(&root.join(rel)).map_err(io_err(format!("hashing {rel}")))?;
+        files.push(FileEntry {
+            path: rel.clone(),
+            size,
+            sha256,
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT,
+        name: name.into(),
+        version: version.into(),
+        depends: depends.to_vec(),
+        commands: commands.clone(),
+        files,
+    };
+    manifest.check()?;
+    std::fs::create_dir_all(out_dir).map_err(io_err(format!("creating {}", out_dir.display())))?;
+    let final_path = out_dir.join(manifest.archive_name());
+    let tmp = out_dir.join(format!(".{}.tmp", manifest.archive_name()));
+    let file = std::fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    let mut enc = zstd::Encoder::new(file, 12).map_err(io_err("starting zstd"))?;
+    enc.multithread(2).ok();
+    {
+        let mut tar = tar::Builder::new(&mut enc);
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        append(&mut tar, "manifest.json", &mut json.as_slice(), json.len() as u64, 0o644)?;
+        for f in &manifest.files {
+            let p = root.join(&f.path);
+            let mut src = std::fs::File::open(&p).map_err(io_err(format!("reading {}", p.display())))?;
+            append(&mut tar, &format!("root/{}", f.path), &mut src, f.size, file_mode(&p))?;
+        }
+        tar.finish().map_err(io_err("writing the archive"))?;
+    }
+    enc.finish()
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("finishing the archive"))?;
+    std::fs::rename(&tmp, &final_path).map_err(io_err(format!("writing {}", final_path.display())))?;
+    Ok(final_path)
+}
+
+#[cfg(unix)]
+fn file_mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(p) {
+        Ok(m) if m.permissions().mode() & 0o111 != 0 => 0o755,
+        _ => 0o644,
+    }
+}
+
+#[cfg(not(unix))]
+fn file_mode(_: &Path) -> u32 {
+    0o644
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    data: &mut impl Read,
+    size: u64,
+    mode: u32,
+) -> Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    tar.append_data(&mut h, path, data)
+        .map_err(io_err(format!("adding {path} to the archive")))
+}
+
+fn collect_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let t = e.file_type()?;
+        let p = e.path();
+        if t.is_dir() {
+            collect_files(base, &p, out)?;
+        } else if t.is_file() {
+            let rel = p.strip_prefix(base).expect("below base");
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(rel.join("/"));
+        } else {
+            return Err(io::Error::other(format!(
+                "{} is neither a file nor a directory: packages hold only those",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads an archive and checks it whole: its manifest, every entry's type,
+/// path, size and hash. Files are written below `staging` (a directory
+/// handle, so no entry can land outside it). Returns the manifest.
+pub fn unpack_checked(archive: &mut impl Read, staging: &Dir, progress: &mut dyn FnMut(u64)) -> Result<Manifest> {
+    let dec = zstd::Decoder::new(archive).map_err(io_err("the archive is not zstd-compressed"))?;
+    let mut tar = tar::Archive::new(dec);
+    let mut entries = tar
+        .entries()
+        .map_err(io_err("the archive is not a valid tar.zst"))?;
+    let first = entries
+        .next()
+        .ok_or_else(|| PackageError("the archive is empty".into()))?
+        .map_err(io_err("the archive is damaged"))?;
+    if first.path_bytes().as_ref() != b"manifest.json" {
+        return err("the archive does not start with manifest.json");
+    }
+    if first.header().entry_type() != tar::EntryType::Regular || first.size() > 64 << 20 {
+        return err("the archive's manifest.json is not a small regular file");
+    }
+    let mut json = Vec::new();
+    first
+        .take(64 << 20)
+        .read_to_end(&mut json)
+        .map_err(io_err("reading manifest.json"))?;
+    let manifest: Manifest = serde_json::from_slice(&json)
+        .map_err(|e| PackageError(format!("the archive's manifest.json is not valid: {e}")))?;
+    manifest.check()?;
+    let expected: BTreeMap<&str, &FileEntry> =
+        manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut got = BTreeSet::new();
+    let mut done = 0u64;
+    for entry in entries {
+        let mut entry = entry.map_err(io_err("the archive is damaged"))?;
+        let raw = entry.path_bytes().into_owned();
+        let path = std::str::from_utf8(&raw)
+            .map_err(|_| PackageError("a path in the archive is not UTF-8".into()))?
+            .trim_end_matches('/')
+            .to_string();
+        let kind = entry.header().entry_type();
+        let Some(rel) = path.strip_prefix("root/") else {
+            if path == "root" && kind == tar::EntryType::Directory {
+                continue;
+            }
+            return err(format!("unexpected entry '{path}' in the archive: only root/ is allowed"));
+        };
+        check_path(rel)?;
+        match kind {
+            tar::EntryType::Directory => {
+                staging
+                    .create_dir_all(rel)
+                    .map_err(io_err(format!("creating {rel}")))?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let Some(want) = expected.get(rel) else {
+                    return err(format!("'{rel}' is in the archive but not in its manifest"));
+                };
+                if !got.insert(rel.to_string()) {
+                    return err(format!("'{rel}' appears twice in the archive"));
+                }
+                if entry.size() != want.size {
+                    return err(format!("'{rel}' has size {} but the manifest says {}", entry.size(), want.size));
+                }
+                if let Some(parent) = Path::new(rel).parent().filter(|p| !p.as_os_str().is_empty()) {
+                    staging
+                        .create_dir_all(parent)
+                        .map_err(io_err(format!("creating {}", parent.display())))?;
+                }
+                let mut out = staging
+                    .create(rel)
+                    .map_err(io_err(format!("writing {rel}")))?;
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 1 << 16];
+                let mut n = 0u64;
+                let mut limited = (&mut entry).take(want.size);
+                loop {
+                    let k = limited.read(&mut buf).map_err(io_err(format!("reading {rel}")))?;
+                    if k == 0 {
+                        break;
+                    }
+                    h.update(&buf[..k]);
+                    out.write_all(&buf[..k]).map_err(io_err(format!("writing {rel}")))?;
+                    n += k as u64;
+                    done += k as u64;
+                    progress(done);
+                }
+                if n != want.size || hex::encode(h.finalize()) != want.sha256 {
+                    return err(format!(
+                        "'{rel}' does not match the hash in the manifest: the archive is corrupt or was tampered with"
+                    ));
+                }
+                #[cfg(unix)]
+                if entry.header().mode().unwrap_or(0) & 0o111 != 0 {
+                    use cap_std::fs::PermissionsExt;
+                    let _ = out.set_permissions(cap_std::fs::Permissions::from_mode(0o755));
+                }
+            }
+            other => {
+                return err(format!(
+                    "'{rel}' is a {other:?} entry: packages may hold only regular files and directories"
+                ))
+            }
+        }
+    }
+    if let Some(missing) = manifest.files.iter().find(|f| !got.contains(&f.path)) {
+        return err(format!("'{}' is in the manifest but missing from the archive", missing.path));
+    }
+    Ok(manifest)
+}
+
+/// Compares versions piece by piece, numbers as numbers (3.13.10 > 3.13.9).
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn pieces(v: &str) -> Vec<(bool, u64, String)> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut digits = false;
+        for c in v.chars() {
+            let d = c.is_ascii_digit();
+            if !cur.is_empty() && d != digits {
+                out.push(std::mem::take(&mut cur));
+            }
+            digits = d;
+            cur.push(c);
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out.into_iter()
+            .map(|p| match p.parse::<u64>() {
+                Ok(n) => (true, n, String::new()),
+                Err(_) => (false, 0, p),
+            })
+            .collect()
+    }
+    pieces(a).cmp(&pieces(b))
+}
+
+/// The file name of a package archive, split into (name, version).
+pub fn parse_archive_name(file: &str) -> Option<(String, String)> {
+    let stem = file.strip_suffix(".tar.zst")?;
+    let (name, version) = stem.split_once('.')?;
+    check_name(name).ok()?;
+    check_version(version).ok()?;
+    Some((name.to_string(), version.to_string()))
+}
+
+/// `repo/index.json`: what a repository offers, with each archive's sha256
+/// so that a download is checked before it is opened.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Index {
+    pub packages: Vec<IndexEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Rewrites `dir/index.json` from the archives in `dir`.
+pub fn write_index(dir: &Path) -> Result<Index> {
+    let mut index = Index::default();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io_err(format!("reading {}", dir.display())))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for file in names {
+        let Some((name, version)) = parse_archive_name(&file) else {
+            continue;
+        };
+        let (sha256, size) = sha256_file(&dir.join(&file)).map_err(io_err(format!("hashing {file}")))?;
+        index.packages.push(IndexEntry {
+            name,
+            version,
+            file,
+            size,
+            sha256,
+        });
+    }
+    let json = serde_json::to_vec_pretty(&index).expect("index serializes");
+    let tmp = dir.join(".index.json.tmp");
+    std::fs::write(&tmp, json)
+        .and_then(|_| std::fs::rename(&tmp, dir.join("index.json")))
+        .map_err(io_err("writing index.json"))?;
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_versions("3.13.10-1", "3.13.9-1"), Greater);
+        assert_eq!(compare_versions("3.13.5-1", "3.13.5-2"), Less);
+        assert_eq!(compare_versions("1.0", "1.0"), Equal);
+    }
+
+    #[test]
+    fn unsafe_paths_and_names_are_refused() {
+        for p in ["/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "", "a\\b", "a/"] {
+            assert!(check_path(p).is_err(), "{p}");
+        }
+        assert!(check_path("python/lib/os.py").is_ok());
+        for n in ["", "Py", "../x", "a/b", "-x", "a b"] {
+            assert!(check_name(n).is_err(), "{n}");
+        }
+        assert_eq!(parse_archive_name("python.3.13.5-1.tar.zst"), Some(("python".into(), "3.13.5-1".into())));
+        assert_eq!(parse_archive_name("x.tar.gz"), None);
+    }
+}
