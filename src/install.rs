@@ -527,6 +527,7 @@ pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> 
         install_archive(&dest, &archive, log)?;
     }
     let _ = std::fs::remove_dir_all(&downloads);
+    let _ = dest.dir.remove_dir(".staging");
     Ok(())
 }
 
@@ -572,7 +573,8 @@ fn resolve(
     // The manifest's dependencies are known only after fetching; the
     // repository's archives carry them, so peek into the archive.
     visiting.push(name.to_string());
-    let deps = archive_depends(repo, entry, dest)?;
+    let deps = archive_depends(repo, entry, dest)
+        .map_err(|e| PackageError(format!("{}: {e}; nothing was installed", entry.file)))?;
     for d in deps {
         if dest.receipt(&d)?.is_none() || !order.iter().any(|e| e.name == d) {
             if dest.receipt(&d)?.is_some() && version.is_none() {
@@ -624,6 +626,7 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
         Ok(m) => m,
         Err(e) => {
             let _ = dest.dir.remove_dir_all(&stage_name);
+            let _ = dest.dir.remove_dir(".staging");
             return err(format!("{label}: {e}; nothing was installed"));
         }
     };
@@ -654,6 +657,7 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
     }
     let r = dest.commit(&manifest.name, &manifest.version, &manifest.depends, &staged);
     let _ = dest.dir.remove_dir_all(&stage_name);
+    let _ = dest.dir.remove_dir(".staging");
     r?;
     log(&format!("installed {} {}", manifest.name, manifest.version));
     precompile(dest, &manifest, log);
