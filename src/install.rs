@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use cap_std::fs::Dir;
 
 use crate::packages::{
-    self, check_name, check_version, compare_versions, parse_archive_name, sha256_hex, unpack_checked,
-    Command, FileEntry, Index, IndexEntry, PackageError, Receipt, Result, RUNNER,
+    self, check_name, check_version, compare_versions, parse_archive_name, sha256_hex,
+    unpack_checked, Command, FileEntry, Index, IndexEntry, PackageError, Receipt, Result, RUNNER,
 };
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
@@ -64,12 +64,17 @@ impl Repo {
                 }
                 let idx = d.join("index.json");
                 if idx.exists() {
-                    let data = std::fs::read(&idx).map_err(io_err(format!("reading {}", idx.display())))?;
-                    return serde_json::from_slice(&data)
-                        .map_err(|e| PackageError(format!("{} is not a valid index: {e}", idx.display())));
+                    let data = std::fs::read(&idx)
+                        .map_err(io_err(format!("reading {}", idx.display())))?;
+                    return serde_json::from_slice(&data).map_err(|e| {
+                        PackageError(format!("{} is not a valid index: {e}", idx.display()))
+                    });
                 }
                 let mut index = Index::default();
-                for e in std::fs::read_dir(d).map_err(io_err(format!("reading {}", d.display())))?.flatten() {
+                for e in std::fs::read_dir(d)
+                    .map_err(io_err(format!("reading {}", d.display())))?
+                    .flatten()
+                {
                     let file = e.file_name().to_string_lossy().into_owned();
                     if let Some((name, version)) = parse_archive_name(&file) {
                         index.packages.push(IndexEntry {
@@ -96,19 +101,24 @@ impl Repo {
     /// if the repository is remote, and checked against the index's hash.
     fn fetch(&self, entry: &IndexEntry, downloads: &Path) -> Result<PathBuf> {
         if entry.file != format!("{}.{}.tar.zst", entry.name, entry.version) {
-            return err(format!("the index names an unexpected file '{}'", entry.file));
+            return err(format!(
+                "the index names an unexpected file '{}'",
+                entry.file
+            ));
         }
         let path = match self {
             Repo::Dir(d) => d.join(&entry.file),
             Repo::Url(u) => {
-                std::fs::create_dir_all(downloads).map_err(io_err("creating the download directory"))?;
+                std::fs::create_dir_all(downloads)
+                    .map_err(io_err("creating the download directory"))?;
                 let dest = downloads.join(&entry.file);
                 download(&format!("{u}/{}", entry.file), &dest, entry.size)?;
                 dest
             }
         };
         if !entry.sha256.is_empty() {
-            let data = std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+            let data =
+                std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
             if sha256_hex(&data) != entry.sha256 {
                 if matches!(self, Repo::Url(_)) {
                     let _ = std::fs::remove_file(&path);
@@ -148,7 +158,11 @@ fn http_get_small(url: &str) -> Result<Vec<u8>> {
                     .map_err(io_err(format!("reading {url}")))?;
                 return Ok(body);
             }
-            Ok(r) if r.status() == 404 => return err(format!("{url}: not found (404): is this a pynbox package repository?")),
+            Ok(r) if r.status() == 404 => {
+                return err(format!(
+                    "{url}: not found (404): is this a pynbox package repository?"
+                ))
+            }
             Ok(r) => last = format!("HTTP status {}", r.status()),
             Err(e) => last = e.to_string(),
         }
@@ -183,10 +197,16 @@ fn download(url: &str, dest: &Path, expected: u64) -> Result<()> {
         };
         let (mut file, start) = match resp.status().as_u16() {
             206 => (
-                std::fs::OpenOptions::new().append(true).open(&part).map_err(io_err("opening the partial download"))?,
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&part)
+                    .map_err(io_err("opening the partial download"))?,
                 have,
             ),
-            200 => (std::fs::File::create(&part).map_err(io_err("creating the download"))?, 0),
+            200 => (
+                std::fs::File::create(&part).map_err(io_err("creating the download"))?,
+                0,
+            ),
             404 => return err(format!("{url}: not found (404)")),
             s => {
                 last = format!("HTTP status {s}");
@@ -206,7 +226,9 @@ fn download(url: &str, dest: &Path, expected: u64) -> Result<()> {
                     }
                     n += k as u64;
                     if expected > 0 && n > expected {
-                        break Err(std::io::Error::other("the server sent more than the index says"));
+                        break Err(std::io::Error::other(
+                            "the server sent more than the index says",
+                        ));
                     }
                     progress.update(n);
                 }
@@ -230,7 +252,9 @@ fn download(url: &str, dest: &Path, expected: u64) -> Result<()> {
         std::fs::rename(&part, dest).map_err(io_err("finishing the download"))?;
         return Ok(());
     }
-    err(format!("cannot download {url}: {last} (run the install again to resume)"))
+    err(format!(
+        "cannot download {url}: {last} (run the install again to resume)"
+    ))
 }
 
 /// A one-line progress display on stderr: redrawn on a terminal, a line
@@ -258,7 +282,7 @@ impl Progress {
         if self.tty {
             if self.last_draw.elapsed() >= Duration::from_millis(100) {
                 self.last_draw = Instant::now();
-                let pct = if self.total > 0 { done * 100 / self.total } else { 0 };
+                let pct = (done * 100).checked_div(self.total).unwrap_or(0);
                 eprint!("\r  {} {pct:>3}% ({} MiB)", self.label, done >> 20);
             }
         } else if self.total > 0 && done <= self.total {
@@ -287,7 +311,8 @@ impl Dest {
     /// Opens (creating if needed) an install directory.
     pub fn open(path: &Path, create: bool) -> Result<Dest> {
         if create {
-            std::fs::create_dir_all(path).map_err(io_err(format!("creating {}", path.display())))?;
+            std::fs::create_dir_all(path)
+                .map_err(io_err(format!("creating {}", path.display())))?;
         } else if !path.join("packages").is_dir() {
             return err(format!(
                 "'{}' is not a pynbox install: create one with `pynbox install {} python`",
@@ -299,7 +324,8 @@ impl Dest {
             .map_err(io_err(format!("opening {}", path.display())))?;
         for d in ["bin", "root", "packages", "cache"] {
             if create {
-                dir.create_dir_all(d).map_err(io_err(format!("creating {d}")))?;
+                dir.create_dir_all(d)
+                    .map_err(io_err(format!("creating {d}")))?;
             }
         }
         Ok(Dest {
@@ -314,7 +340,10 @@ impl Dest {
 
     pub fn receipts(&self) -> Result<Vec<Receipt>> {
         let mut out = Vec::new();
-        let entries = self.dir.read_dir("packages").map_err(io_err("reading packages/"))?;
+        let entries = self
+            .dir
+            .read_dir("packages")
+            .map_err(io_err("reading packages/"))?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(pkg) = name.strip_suffix(".installed") {
@@ -331,9 +360,11 @@ impl Dest {
         check_name(name)?;
         let p = format!("packages/{name}.installed");
         match self.dir.read(&p) {
-            Ok(data) => serde_json::from_slice(&data)
-                .map(Some)
-                .map_err(|e| PackageError(format!("receipt {p} is damaged: {e}; reinstall the package"))),
+            Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| {
+                PackageError(format!(
+                    "receipt {p} is damaged: {e}; reinstall the package"
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => err(format!("reading {p}: {e}")),
         }
@@ -342,7 +373,9 @@ impl Dest {
     fn write_receipt(&self, r: &Receipt) -> Result<()> {
         let tmp = format!("packages/.{}.tmp", r.name);
         let json = serde_json::to_vec_pretty(r).expect("receipt serializes");
-        self.dir.write(&tmp, json).map_err(io_err("writing a receipt"))?;
+        self.dir
+            .write(&tmp, json)
+            .map_err(io_err("writing a receipt"))?;
         self.dir
             .rename(&tmp, &self.dir, format!("packages/{}.installed", r.name))
             .map_err(io_err("writing a receipt"))
@@ -352,15 +385,28 @@ impl Dest {
     /// the files of a package that never got its receipt.
     fn recover(&self) -> Result<()> {
         if self.dir.exists(".staging") {
-            self.dir.remove_dir_all(".staging").map_err(io_err("cleaning .staging"))?;
+            self.dir
+                .remove_dir_all(".staging")
+                .map_err(io_err("cleaning .staging"))?;
         }
         let owned = self.owned_files(None)?;
-        for e in self.dir.read_dir("packages").map_err(io_err("reading packages/"))?.flatten() {
+        for e in self
+            .dir
+            .read_dir("packages")
+            .map_err(io_err("reading packages/"))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(pkg) = name.strip_suffix(".installing") {
-                let data = self.dir.read(format!("packages/{name}")).unwrap_or_default();
+                let data = self
+                    .dir
+                    .read(format!("packages/{name}"))
+                    .unwrap_or_default();
                 let files: Vec<String> = serde_json::from_slice(&data).unwrap_or_default();
-                for f in files.iter().filter(|f| !owned.contains(*f) && packages::check_path(f).is_ok()) {
+                for f in files
+                    .iter()
+                    .filter(|f| !owned.contains(*f) && packages::check_path(f).is_ok())
+                {
                     let _ = self.dir.remove_file(f);
                     self.prune(f);
                 }
@@ -412,14 +458,20 @@ impl Dest {
                 .find(|r| r.files.iter().any(|x| x.path == f.path))
                 .map(|r| r.name)
                 .unwrap_or_default();
-            return err(format!("{name} would overwrite {} of package {owner}: remove {owner} first", f.path));
+            return err(format!(
+                "{name} would overwrite {} of package {owner}: remove {owner} first",
+                f.path
+            ));
         }
         let old = self.receipt(name)?;
         // From here on the package is not installed until the new receipt
         // is written; the marker lets a later run clean up after a crash.
         let marker: Vec<&str> = staged.iter().map(|(f, _)| f.path.as_str()).collect();
         self.dir
-            .write(format!("packages/{name}.installing"), serde_json::to_vec(&marker).unwrap())
+            .write(
+                format!("packages/{name}.installing"),
+                serde_json::to_vec(&marker).unwrap(),
+            )
             .map_err(io_err("writing the install marker"))?;
         if old.is_some() {
             self.dir
@@ -446,7 +498,9 @@ impl Dest {
                     .map_err(io_err(format!("installing {}", f.path)))?,
                 StagedFrom::Bytes(data, exec) => {
                     let tmp = format!("{}.pynbox-new", f.path);
-                    self.dir.write(&tmp, data).map_err(io_err(format!("writing {}", f.path)))?;
+                    self.dir
+                        .write(&tmp, data)
+                        .map_err(io_err(format!("writing {}", f.path)))?;
                     #[cfg(unix)]
                     if *exec {
                         use cap_std::fs::PermissionsExt;
@@ -513,13 +567,24 @@ pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> 
     let mut order: Vec<IndexEntry> = Vec::new();
     let mut visiting = Vec::new();
     for (name, version) in &wanted {
-        resolve(&index, repo, name, version.as_deref(), &mut order, &mut visiting, &dest)?;
+        resolve(
+            &index,
+            repo,
+            name,
+            version.as_deref(),
+            &mut order,
+            &mut visiting,
+            &dest,
+        )?;
     }
     let downloads = dest.path().join(".downloads");
     for entry in &order {
         if let Some(r) = dest.receipt(&entry.name)? {
             if r.version == entry.version {
-                log(&format!("{} {} is already installed (skipped)", entry.name, entry.version));
+                log(&format!(
+                    "{} {} is already installed (skipped)",
+                    entry.name, entry.version
+                ));
                 continue;
             }
         }
@@ -544,7 +609,10 @@ fn resolve(
         return Ok(());
     }
     if visiting.iter().any(|v| v == name) {
-        return err(format!("packages depend on each other in a cycle: {} -> {name}", visiting.join(" -> ")));
+        return err(format!(
+            "packages depend on each other in a cycle: {} -> {name}",
+            visiting.join(" -> ")
+        ));
     }
     let mut candidates: Vec<&IndexEntry> = index
         .packages
@@ -568,7 +636,10 @@ fn resolve(
         } else {
             format!("available versions: {}", offered.join(", "))
         };
-        return err(format!("package {what} is not in the repository {}: {extra}", repo.describe()));
+        return err(format!(
+            "package {what} is not in the repository {}: {extra}",
+            repo.describe()
+        ));
     };
     // The manifest's dependencies are known only after fetching; the
     // repository's archives carry them, so peek into the archive.
@@ -600,24 +671,42 @@ fn archive_depends(repo: &Repo, entry: &IndexEntry, dest: &Dest) -> Result<Vec<S
         .ok_or_else(|| PackageError("the archive is empty".into()))?
         .map_err(io_err("the archive is damaged"))?;
     let mut json = Vec::new();
-    first.take(64 << 20).read_to_end(&mut json).map_err(io_err("reading the manifest"))?;
+    first
+        .take(64 << 20)
+        .read_to_end(&mut json)
+        .map_err(io_err("reading the manifest"))?;
     let m: packages::Manifest = serde_json::from_slice(&json)
         .map_err(|e| PackageError(format!("{}: manifest.json is not valid: {e}", entry.file)))?;
     m.check()?;
     if m.name != entry.name || m.version != entry.version {
-        return err(format!("{} holds {} {}, not what its name says", entry.file, m.name, m.version));
+        return err(format!(
+            "{} holds {} {}, not what its name says",
+            entry.file, m.name, m.version
+        ));
     }
     Ok(m.depends)
 }
 
 /// Installs one archive file into `dest`.
 pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
-    let file = std::fs::File::open(archive).map_err(io_err(format!("opening {}", archive.display())))?;
-    let label = archive.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    dest.dir.create_dir_all(".staging").map_err(io_err("creating .staging"))?;
+    let file =
+        std::fs::File::open(archive).map_err(io_err(format!("opening {}", archive.display())))?;
+    let label = archive
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    dest.dir
+        .create_dir_all(".staging")
+        .map_err(io_err("creating .staging"))?;
     let stage_name = format!(".staging/{}", random_hex());
-    dest.dir.create_dir(&stage_name).map_err(io_err("creating a staging directory"))?;
-    let staging = dest.dir.open_dir(&stage_name).map_err(io_err("opening the staging directory"))?;
+    dest.dir
+        .create_dir(&stage_name)
+        .map_err(io_err("creating a staging directory"))?;
+    let staging = dest
+        .dir
+        .open_dir(&stage_name)
+        .map_err(io_err("opening the staging directory"))?;
     let mut progress = Progress::new(&format!("unpacking {label}"), 0);
     let mut reader = std::io::BufReader::new(file);
     let manifest = unpack_checked(&mut reader, &staging, &mut |n| progress.update(n));
@@ -655,7 +744,12 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
             StagedFrom::Bytes(script, true),
         ));
     }
-    let r = dest.commit(&manifest.name, &manifest.version, &manifest.depends, &staged);
+    let r = dest.commit(
+        &manifest.name,
+        &manifest.version,
+        &manifest.depends,
+        &staged,
+    );
     let _ = dest.dir.remove_dir_all(&stage_name);
     let _ = dest.dir.remove_dir(".staging");
     r?;
@@ -672,11 +766,20 @@ fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
     };
     for f in manifest.files.iter().filter(|f| f.path.ends_with(".wasm")) {
         let path = dest.path().join("root").join(&f.path);
-        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
         let start = Instant::now();
-        eprintln!("  compiling /{} to machine code (once, at install)...", f.path);
+        eprintln!(
+            "  compiling /{} to machine code (once, at install)...",
+            f.path
+        );
         match runtime.precompile(&f.path, &bytes) {
-            Ok(()) => log(&format!("compiled /{} in {:.1} s", f.path, start.elapsed().as_secs_f64())),
+            Ok(()) => log(&format!(
+                "compiled /{} in {:.1} s",
+                f.path,
+                start.elapsed().as_secs_f64()
+            )),
             Err(e) => log(&format!("warning: /{} was not precompiled: {e}", f.path)),
         }
     }
@@ -723,7 +826,10 @@ fn command_script(package: &str, c: &Command) -> String {
     let mut mounts = String::from(r#" -m "$dest/root:/:ro""#);
     if let Some(scratch) = &c.scratch {
         s.push_str("scratch=$(mktemp -d) || exit 125\ntrap 'rm -rf \"$scratch\"' EXIT\n");
-        mounts.push_str(&format!(r#" -m "$scratch":{}"#, shell_quote(&format!("{scratch}:rw"))));
+        mounts.push_str(&format!(
+            r#" -m "$scratch":{}"#,
+            shell_quote(&format!("{scratch}:rw"))
+        ));
     }
     let line = |step: &[String]| {
         let words: Vec<String> = step.iter().map(|w| shell_quote(w)).collect();
@@ -830,11 +936,17 @@ pub fn remove(dest_path: &Path, names: &[String], log: Log) -> Result<()> {
             return err("the runner is part of every install and cannot be removed (delete DEST to remove everything)");
         }
         let Some(r) = dest.receipt(name)? else {
-            return err(format!("{name} is not installed in {}", dest.path().display()));
+            return err(format!(
+                "{name} is not installed in {}",
+                dest.path().display()
+            ));
         };
         for other in dest.receipts()? {
             if other.name != *name && !names.contains(&other.name) && other.depends.contains(name) {
-                return err(format!("{} depends on {name}: remove {} first", other.name, other.name));
+                return err(format!(
+                    "{} depends on {name}: remove {} first",
+                    other.name, other.name
+                ));
             }
         }
         dest.dir

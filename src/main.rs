@@ -37,10 +37,12 @@ enum Cmd {
     /// Run a WebAssembly program (wasm32-wasip1) in a sandbox.
     Run(RunArgs),
     /// Build packages from source (all recipes when none is named).
-    #[command(after_help = "Each package lands in build/packages/NAME.VERSION.tar.zst of the checkout, \
+    #[command(
+        after_help = "Each package lands in build/packages/NAME.VERSION.tar.zst of the checkout, \
         with build/packages/index.json. Builds are cached in $PYNBOX_CACHE (default ~/.cache/pynbox) \
         by the recipe's inputs: an unchanged package is not rebuilt.\n\n\
-        Example:\n  pynbox build python tests")]
+        Example:\n  pynbox build python tests"
+    )]
     Build {
         /// Packages to build (see recipes/).
         packages: Vec<String>,
@@ -179,7 +181,11 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Run(args) => run(args),
         Cmd::Build { packages, recipes } => build(packages, recipes),
-        Cmd::Install { dest, packages, repo } => install(&dest, &packages, repo),
+        Cmd::Install {
+            dest,
+            packages,
+            repo,
+        } => install(&dest, &packages, repo),
         Cmd::List { dest } => list(&dest),
         Cmd::Verify { dest } => verify(&dest),
         Cmd::Remove { dest, packages } => {
@@ -273,7 +279,9 @@ fn verify(dest: &std::path::Path) -> ExitCode {
         }
     }
     if bad > 0 {
-        eprintln!("pynbox: {bad} installed files changed or missing: reinstall the packages named above");
+        eprintln!(
+            "pynbox: {bad} installed files changed or missing: reinstall the packages named above"
+        );
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
@@ -468,7 +476,7 @@ fn report(status: &Status, limits: &Limits) {
 
 fn human(n: u64) -> String {
     for (unit, size) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{}{unit}", n / size);
         }
     }

@@ -110,11 +110,14 @@ pub fn check_version(v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= 64
         && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-_".contains(c));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~-_".contains(c));
     if ok {
         Ok(())
     } else {
-        err(format!("'{v}' is not a package version: use letters, digits and . + ~ - _"))
+        err(format!(
+            "'{v}' is not a package version: use letters, digits and . + ~ - _"
+        ))
     }
 }
 
@@ -157,7 +160,10 @@ impl Manifest {
             check_name(d)?;
         }
         if self.files.len() > MAX_FILES {
-            return err(format!("the package lists {} files, more than {MAX_FILES}", self.files.len()));
+            return err(format!(
+                "the package lists {} files, more than {MAX_FILES}",
+                self.files.len()
+            ));
         }
         let mut seen = BTreeSet::new();
         let mut total = 0u64;
@@ -167,7 +173,10 @@ impl Manifest {
                 return err(format!("the manifest lists '{}' twice", f.path));
             }
             if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return err(format!("the manifest's hash of '{}' is not a sha256", f.path));
+                return err(format!(
+                    "the manifest's hash of '{}' is not a sha256",
+                    f.path
+                ));
             }
             total = total.saturating_add(f.size);
         }
@@ -176,7 +185,9 @@ impl Manifest {
             let mut prefix = String::new();
             for comp in f.path.split('/') {
                 if !prefix.is_empty() && seen.contains(prefix.as_str()) {
-                    return err(format!("'{prefix}' is both a file and a directory in the manifest"));
+                    return err(format!(
+                        "'{prefix}' is both a file and a directory in the manifest"
+                    ));
                 }
                 if !prefix.is_empty() {
                     prefix.push('/');
@@ -193,8 +204,9 @@ impl Manifest {
                 return err(format!("command '{name}' has an empty step"));
             }
             if let Some(s) = &c.scratch {
-                crate::mounts::guest_components(s)
-                    .map_err(|why| PackageError(format!("command '{name}': scratch path '{s}' {why}")))?;
+                crate::mounts::guest_components(s).map_err(|why| {
+                    PackageError(format!("command '{name}': scratch path '{s}' {why}"))
+                })?;
             }
         }
         Ok(())
@@ -245,7 +257,8 @@ pub fn create_archive(
     collect_files(root, root, &mut paths).map_err(io_err(format!("reading {}", root.display())))?;
     paths.sort();
     for rel in &paths {
-        let (sha256, size) = sha256_file(&root.join(rel)).map_err(io_err(format!("hashing {rel}")))?;
+        let (sha256, size) =
+            sha256_file(&root.join(rel)).map_err(io_err(format!("hashing {rel}")))?;
         files.push(FileEntry {
             path: rel.clone(),
             size,
@@ -264,24 +277,39 @@ pub fn create_archive(
     std::fs::create_dir_all(out_dir).map_err(io_err(format!("creating {}", out_dir.display())))?;
     let final_path = out_dir.join(manifest.archive_name());
     let tmp = out_dir.join(format!(".{}.tmp", manifest.archive_name()));
-    let file = std::fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    let file =
+        std::fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
     let mut enc = zstd::Encoder::new(file, 12).map_err(io_err("starting zstd"))?;
     enc.multithread(2).ok();
     {
         let mut tar = tar::Builder::new(&mut enc);
         let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-        append(&mut tar, "manifest.json", &mut json.as_slice(), json.len() as u64, 0o644)?;
+        append(
+            &mut tar,
+            "manifest.json",
+            &mut json.as_slice(),
+            json.len() as u64,
+            0o644,
+        )?;
         for f in &manifest.files {
             let p = root.join(&f.path);
-            let mut src = std::fs::File::open(&p).map_err(io_err(format!("reading {}", p.display())))?;
-            append(&mut tar, &format!("root/{}", f.path), &mut src, f.size, file_mode(&p))?;
+            let mut src =
+                std::fs::File::open(&p).map_err(io_err(format!("reading {}", p.display())))?;
+            append(
+                &mut tar,
+                &format!("root/{}", f.path),
+                &mut src,
+                f.size,
+                file_mode(&p),
+            )?;
         }
         tar.finish().map_err(io_err("writing the archive"))?;
     }
     enc.finish()
         .and_then(|f| f.sync_all())
         .map_err(io_err("finishing the archive"))?;
-    std::fs::rename(&tmp, &final_path).map_err(io_err(format!("writing {}", final_path.display())))?;
+    std::fs::rename(&tmp, &final_path)
+        .map_err(io_err(format!("writing {}", final_path.display())))?;
     Ok(final_path)
 }
 
@@ -344,7 +372,11 @@ fn collect_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<(
 /// Reads an archive and checks it whole: its manifest, every entry's type,
 /// path, size and hash. Files are written below `staging` (a directory
 /// handle, so no entry can land outside it). Returns the manifest.
-pub fn unpack_checked(archive: &mut impl Read, staging: &Dir, progress: &mut dyn FnMut(u64)) -> Result<Manifest> {
+pub fn unpack_checked(
+    archive: &mut impl Read,
+    staging: &Dir,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Manifest> {
     let dec = zstd::Decoder::new(archive).map_err(io_err("the archive is not zstd-compressed"))?;
     let mut tar = tar::Archive::new(dec);
     let mut entries = tar
@@ -368,8 +400,11 @@ pub fn unpack_checked(archive: &mut impl Read, staging: &Dir, progress: &mut dyn
     let manifest: Manifest = serde_json::from_slice(&json)
         .map_err(|e| PackageError(format!("the archive's manifest.json is not valid: {e}")))?;
     manifest.check()?;
-    let expected: BTreeMap<&str, &FileEntry> =
-        manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let expected: BTreeMap<&str, &FileEntry> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
     let mut got = BTreeSet::new();
     let mut done = 0u64;
     for entry in entries {
@@ -384,7 +419,9 @@ pub fn unpack_checked(archive: &mut impl Read, staging: &Dir, progress: &mut dyn
             if path == "root" && kind == tar::EntryType::Directory {
                 continue;
             }
-            return err(format!("unexpected entry '{path}' in the archive: only root/ is allowed"));
+            return err(format!(
+                "unexpected entry '{path}' in the archive: only root/ is allowed"
+            ));
         };
         check_path(rel)?;
         match kind {
@@ -445,7 +482,10 @@ pub fn unpack_checked(archive: &mut impl Read, staging: &Dir, progress: &mut dyn
         }
     }
     if let Some(missing) = manifest.files.iter().find(|f| !got.contains(&f.path)) {
-        return err(format!("'{}' is in the manifest but missing from the archive", missing.path));
+        return err(format!(
+            "'{}' is in the manifest but missing from the archive",
+            missing.path
+        ));
     }
     Ok(manifest)
 }
@@ -515,7 +555,8 @@ pub fn write_index(dir: &Path) -> Result<Index> {
         let Some((name, version)) = parse_archive_name(&file) else {
             continue;
         };
-        let (sha256, size) = sha256_file(&dir.join(&file)).map_err(io_err(format!("hashing {file}")))?;
+        let (sha256, size) =
+            sha256_file(&dir.join(&file)).map_err(io_err(format!("hashing {file}")))?;
         index.packages.push(IndexEntry {
             name,
             version,
@@ -546,14 +587,26 @@ mod tests {
 
     #[test]
     fn unsafe_paths_and_names_are_refused() {
-        for p in ["/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "", "a\\b", "a/"] {
+        for p in [
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/./b",
+            "",
+            "a\\b",
+            "a/",
+        ] {
             assert!(check_path(p).is_err(), "{p}");
         }
         assert!(check_path("python/lib/os.py").is_ok());
         for n in ["", "Py", "../x", "a/b", "-x", "a b"] {
             assert!(check_name(n).is_err(), "{n}");
         }
-        assert_eq!(parse_archive_name("python.3.13.5-1.tar.zst"), Some(("python".into(), "3.13.5-1".into())));
+        assert_eq!(
+            parse_archive_name("python.3.13.5-1.tar.zst"),
+            Some(("python".into(), "3.13.5-1".into()))
+        );
         assert_eq!(parse_archive_name("x.tar.gz"), None);
     }
 }

@@ -87,7 +87,9 @@ impl BuildEnv {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pynbox")))
             .ok_or_else(|| PackageError("set PYNBOX_CACHE or HOME for the build cache".into()))?;
-        let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let jobs = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Ok(BuildEnv {
             recipes,
             out,
@@ -142,7 +144,9 @@ impl BuildEnv {
             let rel = f.strip_prefix(&self.recipes).unwrap_or(&f);
             h.update(rel.to_string_lossy().as_bytes());
             h.update(&[0]);
-            h.update(&std::fs::read(&f).map_err(|e| PackageError(format!("{}: {e}", f.display())))?);
+            h.update(
+                &std::fs::read(&f).map_err(|e| PackageError(format!("{}: {e}", f.display())))?,
+            );
             h.update(&[0]);
         }
         for d in &info.build_depends {
@@ -152,7 +156,9 @@ impl BuildEnv {
     }
 
     fn entry(&self, name: &str, version: &str, key: &str) -> PathBuf {
-        self.cache.join("build").join(format!("{name}-{version}-{key}"))
+        self.cache
+            .join("build")
+            .join(format!("{name}-{version}-{key}"))
     }
 }
 
@@ -185,15 +191,28 @@ pub fn build(env: &BuildEnv, name: &str) -> Result<Built> {
     let archive_name = format!("{name}.{}.tar.zst", info.version);
     let cached = entry.join("done").exists();
     if cached {
-        eprintln!("{name} {}: up to date (cached build {})", info.version, entry.display());
+        eprintln!(
+            "{name} {}: up to date (cached build {})",
+            info.version,
+            entry.display()
+        );
     } else {
         run_recipe(env, &info, &key, &entry)?;
         eprintln!("[{name}] packing {archive_name}");
-        packages::create_archive(name, &info.version, &info.depends, &info.commands, &entry.join("root"), &entry)?;
-        std::fs::write(entry.join("done"), b"").map_err(|e| PackageError(format!("marking the build done: {e}")))?;
+        packages::create_archive(
+            name,
+            &info.version,
+            &info.depends,
+            &info.commands,
+            &entry.join("root"),
+            &entry,
+        )?;
+        std::fs::write(entry.join("done"), b"")
+            .map_err(|e| PackageError(format!("marking the build done: {e}")))?;
     }
     let pkgs = env.out.join("packages");
-    std::fs::create_dir_all(&pkgs).map_err(|e| PackageError(format!("creating {}: {e}", pkgs.display())))?;
+    std::fs::create_dir_all(&pkgs)
+        .map_err(|e| PackageError(format!("creating {}: {e}", pkgs.display())))?;
     let dst = pkgs.join(&archive_name);
     let tmp = pkgs.join(format!(".{archive_name}.tmp"));
     std::fs::copy(entry.join(&archive_name), &tmp)
@@ -203,7 +222,10 @@ pub fn build(env: &BuildEnv, name: &str) -> Result<Built> {
     if entry.join("native").is_dir() {
         link_native(env, name, &entry.join("native"))?;
     }
-    Ok(Built { archive: dst, cached })
+    Ok(Built {
+        archive: dst,
+        cached,
+    })
 }
 
 /// `build/native-python` (for `python`) points at the native build in the
@@ -226,12 +248,14 @@ fn run_recipe(env: &BuildEnv, info: &RecipeInfo, key: &str, entry: &Path) -> Res
         return err(format!("recipe {name} has no build.sh"));
     }
     let logs = env.cache.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| PackageError(format!("creating {}: {e}", logs.display())))?;
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| PackageError(format!("creating {}: {e}", logs.display())))?;
     let log = logs.join(format!("{name}-{}-{key}.log", info.version));
     let _ = std::fs::remove_file(&log);
     let work = entry.with_extension("partial");
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(work.join("root")).map_err(|e| PackageError(format!("creating {}: {e}", work.display())))?;
+    std::fs::create_dir_all(work.join("root"))
+        .map_err(|e| PackageError(format!("creating {}: {e}", work.display())))?;
 
     let mut cmd = Process::new("bash");
     cmd.arg(&script)
@@ -247,9 +271,17 @@ fn run_recipe(env: &BuildEnv, info: &RecipeInfo, key: &str, entry: &Path) -> Res
     for d in &info.build_depends {
         let dinfo = env.info(d)?;
         let dkey = env.key(d)?;
-        cmd.env(format!("PYNBOX_DEP_{}", d.to_uppercase()), env.entry(d, &dinfo.version, &dkey));
+        cmd.env(
+            format!("PYNBOX_DEP_{}", d.to_uppercase()),
+            env.entry(d, &dinfo.version, &dkey),
+        );
     }
-    eprintln!("[{name}] building {} {} (log: {})", name, info.version, log.display());
+    eprintln!(
+        "[{name}] building {} {} (log: {})",
+        name,
+        info.version,
+        log.display()
+    );
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -278,7 +310,10 @@ fn run_recipe(env: &BuildEnv, info: &RecipeInfo, key: &str, entry: &Path) -> Res
         s
     });
     let mut steps = 0;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(|l| l.ok()) {
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+    {
         steps += 1;
         let mut cur = current.lock().unwrap();
         let prev = std::mem::replace(&mut *cur, (line.clone(), Instant::now()));
@@ -287,7 +322,9 @@ fn run_recipe(env: &BuildEnv, info: &RecipeInfo, key: &str, entry: &Path) -> Res
             finish_line(name, &prev.0, prev.1.elapsed(), ticker.is_some());
         }
     }
-    let status = child.wait().map_err(|e| PackageError(format!("waiting for the {name} recipe: {e}")))?;
+    let status = child
+        .wait()
+        .map_err(|e| PackageError(format!("waiting for the {name} recipe: {e}")))?;
     done.store(true, Ordering::Relaxed);
     if let Some(t) = ticker {
         let _ = t.join();
@@ -316,7 +353,8 @@ fn run_recipe(env: &BuildEnv, info: &RecipeInfo, key: &str, entry: &Path) -> Res
         finish_line(name, &last, since.elapsed(), false);
     }
     let _ = std::fs::remove_dir_all(entry);
-    std::fs::rename(&work, entry).map_err(|e| PackageError(format!("storing the build in {}: {e}", entry.display())))?;
+    std::fs::rename(&work, entry)
+        .map_err(|e| PackageError(format!("storing the build in {}: {e}", entry.display())))?;
     eprintln!("[{name}] built in {}", human_duration(start.elapsed()));
     Ok(())
 }
@@ -338,7 +376,9 @@ fn human_duration(d: Duration) -> String {
 }
 
 fn tail_lines(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

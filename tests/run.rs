@@ -310,7 +310,7 @@ fn host_symlink_swap_race_never_escapes() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = std::fs::remove_file(&swap);
                 let _ = std::fs::remove_dir_all(&swap);
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     let _ = std::os::unix::fs::symlink(&outside, &swap);
                 } else {
                     let _ = std::fs::create_dir(&swap);
@@ -484,7 +484,7 @@ fn host_drives_guest_over_pipes_on_3_and_4() {
             Ok(())
         });
     }
-    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     unsafe {
         libc::close(r);
         libc::close(w);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's whole test, as CI runs it: build pynbox, build the packages
+# (cached by their inputs), install the quick start into a fresh DEST, run
+# DEST/bin/test_pynbox, then every Rust test against that DEST, then lints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Keep expensive builds outside the checkout so that a fresh clone reuses them.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pynbox/cargo-target}
+say() { printf '\n== %s\n' "$*"; }
+
+say "build pynbox"
+cargo build --release --locked --all-targets
+pynbox=$CARGO_TARGET_DIR/release/pynbox
+
+say "build the python and tests packages (cached)"
+"$pynbox" build python tests
+
+dest=$(mktemp -d "${TMPDIR:-/tmp}/pynbox-ci.XXXXXX")/sandbox
+trap 'rm -rf "$(dirname "$dest")"' EXIT
+say "quick start: install into $dest"
+"$pynbox" install "$dest" python tests
+"$dest/bin/run" python -c 'import os; print(os.listdir("/"))'
+"$dest/bin/test_pynbox"
+
+say "cargo test"
+PYNBOX_TEST_DEST=$dest cargo test --release --locked -- --test-threads=2
+
+say "example"
+cargo run --release --locked --example embed -- "$dest"
+
+say "lints"
+cargo fmt --all -- --check
+cargo clippy --release --locked --all-targets -- -D warnings
