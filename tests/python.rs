@@ -10,35 +10,8 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-fn dest() -> PathBuf {
-    static DEST: OnceLock<PathBuf> = OnceLock::new();
-    DEST.get_or_init(|| {
-        if let Some(d) = python_dest() {
-            return d;
-        }
-        let pkgs = repo().join("build/packages");
-        let has_python = std::fs::read_dir(&pkgs)
-            .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("python.")))
-            .unwrap_or(false);
-        assert!(
-            has_python,
-            "the python package is not built: run scripts/test.sh (or `pynbox build python tests`) first"
-        );
-        let d = std::env::temp_dir().join(format!("pynbox-test-dest-{}", std::process::id()));
-        let out = pynbox()
-            .args(["install", &d.display().to_string(), "python", "tests", "--repo", &pkgs.display().to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "install failed: {}", text(&out.stderr));
-        d
-    })
-    .clone()
-}
 
 fn bin_run() -> Command {
     let mut c = Command::new(dest().join("bin/run"));

@@ -138,9 +138,39 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
     v
 }
 
-/// An installed sandbox with the `python` package, if the test run has one
-/// (`PYNBOX_TEST_DEST`, set by `.ci/run` after installing), else `None`.
-pub fn python_dest() -> Option<PathBuf> {
-    let d = PathBuf::from(std::env::var_os("PYNBOX_TEST_DEST")?);
-    d.join("root/python/bin/python.wasm").exists().then_some(d)
+/// An install with the `python` and `tests` packages: `PYNBOX_TEST_DEST`
+/// (set by scripts/test.sh), else a fresh install from `build/packages`.
+/// Fails with instructions when the packages were never built.
+pub fn dest() -> PathBuf {
+    static DEST: OnceLock<PathBuf> = OnceLock::new();
+    DEST.get_or_init(|| {
+        if let Some(d) = std::env::var_os("PYNBOX_TEST_DEST").map(PathBuf::from) {
+            assert!(
+                d.join("root/python/bin/python.wasm").exists(),
+                "PYNBOX_TEST_DEST={} has no python",
+                d.display()
+            );
+            return d;
+        }
+        let pkgs = repo().join("build/packages");
+        let has_python = std::fs::read_dir(&pkgs)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("python."))
+            })
+            .unwrap_or(false);
+        assert!(
+            has_python,
+            "the python package is not built: run scripts/test.sh (or `pynbox build python tests`) first"
+        );
+        let d = std::env::temp_dir().join(format!("pynbox-test-dest-{}", std::process::id()));
+        let out = pynbox()
+            .args(["install", &d.display().to_string(), "python", "tests", "--repo"])
+            .arg(&pkgs)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "install failed: {}", text(&out.stderr));
+        d
+    })
+    .clone()
 }

@@ -39,6 +39,8 @@ static const char *errname(int e) {
     case ELOOP: return "ELOOP";
     case ESPIPE: return "ESPIPE";
     case ENOMEM: return "ENOMEM";
+    case EFAULT: return "EFAULT";
+    case ENOSPC: return "ENOSPC";
     default: return "EOTHER";
     }
 }
@@ -232,6 +234,52 @@ int main(int argc, char **argv) {
             for (int k = 0; k < argc; k++) {
                 if (k) strncat(detail, "|", sizeof detail - strlen(detail) - 1);
                 strncat(detail, argv[k], sizeof detail - strlen(detail) - 1);
+            }
+        } else if (!strcmp(op, "hugeread")) {
+            /* hugeread PATH: read into a buffer far larger than memory */
+            int fd = open(arg, O_RDONLY);
+            rc = fd;
+            if (fd >= 0) {
+                rc = read(fd, (void *)0x10, 0xfffffff0u) < 0 ? -1 : 0;
+                close(fd);
+            }
+        } else if (!strcmp(op, "hugewrite")) {
+            /* hugewrite FD: write from a range far larger than memory */
+            rc = write(atoi(arg), (void *)0x10, 0xfffffff0u) < 0 ? -1 : 0;
+        } else if (!strcmp(op, "mkfiles")) {
+            /* mkfiles DIR=N: create N empty files in DIR */
+            if (split(arg, &a, &b) < 0) { rc = -1; errno = EINVAL; }
+            else {
+                long n = atol(b), made = 0;
+                char path[4096];
+                for (long k = 0; k < n; k++) {
+                    snprintf(path, sizeof path, "%s/f%ld", a, k);
+                    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+                    if (fd < 0) { rc = -1; break; }
+                    close(fd);
+                    made++;
+                }
+                snprintf(detail, sizeof detail, "%ld", made);
+                b[-1] = '=';
+            }
+        } else if (!strcmp(op, "openat")) {
+            /* openat DIR=REL: open DIR, then REL relative to it (no libc
+             * path rewriting in between) */
+            if (split(arg, &a, &b) < 0) { rc = -1; errno = EINVAL; }
+            else {
+                int dfd = open(a, O_RDONLY | O_DIRECTORY);
+                rc = dfd;
+                if (dfd >= 0) {
+                    int fd = openat(dfd, b, O_RDONLY);
+                    rc = fd;
+                    if (fd >= 0) {
+                        ssize_t n = read(fd, detail, 4000);
+                        detail[n > 0 ? n : 0] = 0;
+                        close(fd);
+                    }
+                    close(dfd);
+                }
+                b[-1] = '=';
             }
         } else if (!strcmp(op, "exit")) {
             exit(atoi(arg));
