@@ -16,6 +16,7 @@
 //! ```
 
 pub mod descriptors;
+pub mod fuzzing;
 pub mod install;
 pub mod mounts;
 pub mod packages;

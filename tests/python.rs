@@ -244,10 +244,10 @@ fn read_write_mount_and_read_only_root() {
     let d = tempfile::tempdir().unwrap();
     let root = format!("{}:/:ro", dest().join("root").display());
     let data = format!("{}:/data:rw", d.path().display());
-    let code = "import os\nopen('/data/out.txt','w').write('written inside')\ntry:\n    open('/python/evil.txt','w')\nexcept OSError as e:\n    print('refused', e.errno)\n";
+    let code = "import errno, os\nopen('/data/out.txt','w').write('written inside')\ntry:\n    open('/python/evil.txt','w')\nexcept OSError as e:\n    print('refused', errno.errorcode[e.errno])\n";
     let out = py(&["-m", &root, "-m", &data, "python", "-c", code]);
     assert_ok(&out);
-    assert_eq!(text(&out.stdout).trim(), "refused 30"); // EROFS
+    assert_eq!(text(&out.stdout).trim(), "refused EROFS");
     assert_eq!(
         std::fs::read_to_string(d.path().join("out.txt")).unwrap(),
         "written inside"

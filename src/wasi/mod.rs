@@ -345,6 +345,53 @@ impl WasiCtx {
         }
     }
 
+    fn mkdir(&self, fd: u32, path: &str) -> Sys<()> {
+        let (mount, rel) = self.resolve_for_change(fd, path)?;
+        Ok(self.mount_dir(mount).create_dir(rel)?)
+    }
+
+    fn rmdir(&self, fd: u32, path: &str) -> Sys<()> {
+        let (mount, rel) = self.resolve_for_change(fd, path)?;
+        Ok(self.mount_dir(mount).remove_dir(rel)?)
+    }
+
+    fn unlink(&self, fd: u32, path: &str) -> Sys<()> {
+        let (mount, rel) = self.resolve_for_change(fd, path)?;
+        Ok(self.mount_dir(mount).remove_file_or_symlink(rel)?)
+    }
+
+    fn link(&self, old_fd: u32, old: &str, new_fd: u32, new: &str) -> Sys<()> {
+        let (m1, r1) = self.resolve_for_change(old_fd, old)?;
+        let (m2, r2) = self.resolve_for_change(new_fd, new)?;
+        // A link across mounts could give write access to a file of a
+        // read-only mount, or tie two host trees together.
+        if m1 != m2 {
+            return Err(Errno::XDEV.into());
+        }
+        let dir = self.mount_dir(m1);
+        Ok(dir.hard_link(r1, dir, r2)?)
+    }
+
+    fn rename(&self, old_fd: u32, old: &str, new_fd: u32, new: &str) -> Sys<()> {
+        let (m1, r1) = self.resolve_for_change(old_fd, old)?;
+        let (m2, r2) = self.resolve_for_change(new_fd, new)?;
+        if m1 != m2 {
+            return Err(Errno::XDEV.into());
+        }
+        let dir = self.mount_dir(m1);
+        Ok(dir.rename(r1, dir, r2)?)
+    }
+
+    fn symlink(&self, target: &str, fd: u32, path: &str) -> Sys<()> {
+        let (mount, rel) = self.resolve_for_change(fd, path)?;
+        // A link made by the guest stays in the host tree after the run and
+        // could mislead a host program that follows it.
+        if !self.allow_symlinks {
+            return Err(Errno::PERM.into());
+        }
+        Ok(self.mount_dir(mount).symlink(target, rel)?)
+    }
+
     fn stat_target(&self, target: &Target, follow: bool) -> Sys<Filestat> {
         match target {
             Target::Virtual { .. } => Ok(virtual_dir_stat()),
@@ -1271,11 +1318,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
     });
     sys!(
         "path_create_directory",
-        |cx, mem, fd: u32, p: u32, len: u32| {
-            let path = get_str(mem, p, len)?;
-            let (mount, rel) = cx.resolve_for_change(fd, &path)?;
-            Ok(cx.mount_dir(mount).create_dir(rel)?)
-        }
+        |cx, mem, fd: u32, p: u32, len: u32| { cx.mkdir(fd, &get_str(mem, p, len)?) }
     );
     sys!(
         "path_filestat_get",
@@ -1319,17 +1362,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
                        new_fd: u32,
                        np: u32,
                        nlen: u32| {
-        let old = get_str(mem, op, olen)?;
-        let new = get_str(mem, np, nlen)?;
-        let (m1, r1) = cx.resolve_for_change(old_fd, &old)?;
-        let (m2, r2) = cx.resolve_for_change(new_fd, &new)?;
-        // A link across mounts could give write access to a file of a
-        // read-only mount, or tie two host trees together.
-        if m1 != m2 {
-            return Err(Errno::XDEV.into());
-        }
-        let dir = cx.mount_dir(m1);
-        Ok(dir.hard_link(r1, dir, r2)?)
+        cx.link(
+            old_fd,
+            &get_str(mem, op, olen)?,
+            new_fd,
+            &get_str(mem, np, nlen)?,
+        )
     });
     sys!("path_open", |cx,
                        mem,
@@ -1377,11 +1415,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
     });
     sys!(
         "path_remove_directory",
-        |cx, mem, fd: u32, p: u32, len: u32| {
-            let path = get_str(mem, p, len)?;
-            let (mount, rel) = cx.resolve_for_change(fd, &path)?;
-            Ok(cx.mount_dir(mount).remove_dir(rel)?)
-        }
+        |cx, mem, fd: u32, p: u32, len: u32| { cx.rmdir(fd, &get_str(mem, p, len)?) }
     );
     sys!("path_rename", |cx,
                          mem,
@@ -1391,15 +1425,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
                          new_fd: u32,
                          np: u32,
                          nlen: u32| {
-        let old = get_str(mem, op, olen)?;
-        let new = get_str(mem, np, nlen)?;
-        let (m1, r1) = cx.resolve_for_change(fd, &old)?;
-        let (m2, r2) = cx.resolve_for_change(new_fd, &new)?;
-        if m1 != m2 {
-            return Err(Errno::XDEV.into());
-        }
-        let dir = cx.mount_dir(m1);
-        Ok(dir.rename(r1, dir, r2)?)
+        cx.rename(
+            fd,
+            &get_str(mem, op, olen)?,
+            new_fd,
+            &get_str(mem, np, nlen)?,
+        )
     });
     sys!("path_symlink", |cx,
                           mem,
@@ -1408,20 +1439,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
                           fd: u32,
                           np: u32,
                           nlen: u32| {
-        let old = get_str(mem, op, olen)?;
-        let new = get_str(mem, np, nlen)?;
-        let (mount, rel) = cx.resolve_for_change(fd, &new)?;
-        // A link made by the guest stays in the host tree after the run and
-        // could mislead a host program that follows it.
-        if !cx.allow_symlinks {
-            return Err(Errno::PERM.into());
-        }
-        Ok(cx.mount_dir(mount).symlink(&old, rel)?)
+        cx.symlink(&get_str(mem, op, olen)?, fd, &get_str(mem, np, nlen)?)
     });
     sys!("path_unlink_file", |cx, mem, fd: u32, p: u32, len: u32| {
-        let path = get_str(mem, p, len)?;
-        let (mount, rel) = cx.resolve_for_change(fd, &path)?;
-        Ok(cx.mount_dir(mount).remove_file_or_symlink(rel)?)
+        cx.unlink(fd, &get_str(mem, p, len)?)
     });
     sys!("poll_oneoff", |cx,
                          mem,
@@ -1494,4 +1515,140 @@ fn write_strings(mem: &mut [u8], items: &[String], ptrs: u32, buf: u32) -> Sys<(
         at += s.len() as u32 + 1;
     }
     Ok(())
+}
+
+/// Drives the system-call layer directly, without a wasm guest, for the
+/// fuzzers and property tests: the same code paths a guest reaches
+/// through `path_open`, `fd_read`, `fd_write` and the `path_*` calls.
+#[doc(hidden)]
+pub mod harness {
+    use super::*;
+    use crate::mounts::{MountSpec, SpecError};
+
+    /// One guest operation, on absolute guest paths.
+    #[derive(Debug, Clone)]
+    pub enum Op {
+        Read(String),
+        Write(String, Vec<u8>),
+        Mkdir(String),
+        Rmdir(String),
+        Unlink(String),
+        Rename(String, String),
+        Link(String, String),
+        Symlink(String, String),
+        List(String),
+        Stat(String),
+    }
+
+    pub struct Harness {
+        cx: WasiCtx,
+        root: u32,
+    }
+
+    fn rel(p: &str) -> &str {
+        // wasi-libc strips the preopen's `/` before calling the host.
+        let r = p.trim_start_matches('/');
+        if r.is_empty() {
+            "."
+        } else {
+            r
+        }
+    }
+
+    impl Harness {
+        pub fn new(mounts: &[MountSpec], allow_symlinks: bool) -> Result<Harness, SpecError> {
+            let ns = Namespace::open(mounts)?;
+            let mut fds = FdTable::default();
+            let root = fds
+                .push(Desc::Dir {
+                    target: ns.root(),
+                    preopen: Some("/".into()),
+                    listing: None,
+                })
+                .expect("an empty table has room");
+            Ok(Harness {
+                cx: WasiCtx {
+                    fds,
+                    ns,
+                    args: vec![],
+                    env: vec![],
+                    allow_symlinks,
+                    max_output: None,
+                    output_written: 0,
+                    deadline: None,
+                    memory: None,
+                },
+                root,
+            })
+        }
+
+        /// Applies `op`; the bytes read or listed, or the WASI errno.
+        pub fn apply(&mut self, op: &Op) -> Result<Vec<u8>, u16> {
+            let cx = &mut self.cx;
+            let root = self.root;
+            let r: Sys<Vec<u8>> = (|| match op {
+                Op::Read(p) => {
+                    let fd =
+                        path_open(cx, root, LOOKUP_SYMLINK_FOLLOW, rel(p), 0, RIGHT_FD_READ, 0)?;
+                    let mut out = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let r = loop {
+                        match fd_read_into(cx, fd, &mut buf, None) {
+                            Ok(0) => break Ok(()),
+                            Ok(n) if out.len() < 1 << 20 => out.extend_from_slice(&buf[..n]),
+                            Ok(_) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    cx.fds.remove(fd)?;
+                    r.map(|_| out)
+                }
+                Op::Write(p, data) => {
+                    let fd = path_open(
+                        cx,
+                        root,
+                        LOOKUP_SYMLINK_FOLLOW,
+                        rel(p),
+                        OFLAG_CREAT | OFLAG_TRUNC,
+                        RIGHT_FD_WRITE,
+                        0,
+                    )?;
+                    let r = fd_write_from(cx, fd, data, None);
+                    cx.fds.remove(fd)?;
+                    r.map(|_| Vec::new())
+                }
+                Op::Mkdir(p) => cx.mkdir(root, rel(p)).map(|_| Vec::new()),
+                Op::Rmdir(p) => cx.rmdir(root, rel(p)).map(|_| Vec::new()),
+                Op::Unlink(p) => cx.unlink(root, rel(p)).map(|_| Vec::new()),
+                Op::Rename(a, b) => cx.rename(root, rel(a), root, rel(b)).map(|_| Vec::new()),
+                Op::Link(a, b) => cx.link(root, rel(a), root, rel(b)).map(|_| Vec::new()),
+                Op::Symlink(t, p) => cx.symlink(t, root, rel(p)).map(|_| Vec::new()),
+                Op::List(p) => {
+                    let fd = path_open(
+                        cx,
+                        root,
+                        LOOKUP_SYMLINK_FOLLOW,
+                        rel(p),
+                        OFLAG_DIRECTORY,
+                        RIGHT_FD_READ,
+                        0,
+                    )?;
+                    let target = cx.fds.dir(fd)?.clone();
+                    let r = cx.list_dir(&target);
+                    cx.fds.remove(fd)?;
+                    let names: Vec<String> = r?.into_iter().map(|e| e.name).collect();
+                    Ok(names.join("/").into_bytes())
+                }
+                Op::Stat(p) => {
+                    let target = cx.ns.resolve(cx.fds.dir(root)?, rel(p))?;
+                    cx.stat_target(&target, true)
+                        .map(|s| s.size.to_le_bytes().to_vec())
+                }
+            })();
+            r.map_err(|e| match e {
+                Fail::Errno(e) => e.0,
+                Fail::Stop(_) => u16::MAX,
+            })
+        }
+    }
 }

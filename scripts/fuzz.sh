@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs each fuzz target for SECONDS (default 60) with cargo fuzz (libFuzzer,
+# nightly). A crash stops the run; its input is left in fuzz/artifacts/ and
+# belongs in fuzz/regressions/TARGET/ once fixed, where
+# tests/fuzz_regressions.rs replays it on every test run.
+#   scripts/fuzz.sh            every target, 60 s each (as CI does)
+#   scripts/fuzz.sh 3600 syscalls
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(specs manifest archive syscalls)
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz (once)"
+    cargo install --locked cargo-fuzz
+fi
+# The fuzz build (nightly, sanitizers) is kept outside the checkout.
+export CARGO_TARGET_DIR=${PYNBOX_FUZZ_TARGET_DIR:-$HOME/.cache/pynbox/fuzz-target}
+for t in "${targets[@]}"; do
+    corpus=$HOME/.cache/pynbox/fuzz-corpus/$t
+    mkdir -p "$corpus"
+    echo "== fuzz $t for ${seconds}s"
+    log=$(mktemp)
+    if ! cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$corpus" "fuzz/regressions/$t" -- \
+        -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "fuzz target $t failed: the input is in fuzz/artifacts/$t/" >&2
+        exit 1
+    fi
+    grep -E '^Done|stat::number_of_executed_units' "$log" || tail -n 3 "$log"
+    rm -f "$log"
+done

@@ -1,0 +1,210 @@
+//! Fuzz entry points, shared by the `cargo fuzz` targets in `fuzz/` and by
+//! `tests/fuzz_regressions.rs`, which replays every input the fuzzers ever
+//! found. Each function panics when an invariant breaks.
+#![doc(hidden)]
+
+use std::path::{Path, PathBuf};
+
+use crate::mounts::MountSpec;
+use crate::packages;
+use crate::wasi::harness::{Harness, Op};
+
+/// Parsers of command-line specifications: never panic, and what parses is
+/// well-formed.
+pub fn specs(data: &[u8]) {
+    let s = String::from_utf8_lossy(data);
+    if let Ok(m) = MountSpec::parse(&s) {
+        assert!(m.guest.starts_with('/'));
+        assert!(!m.guest.split('/').any(|c| c == ".." || c == "."));
+        let again = MountSpec::parse(&format!(
+            "{}:{}:{}",
+            m.host.display(),
+            m.guest,
+            if m.writable { "rw" } else { "ro" }
+        ))
+        .expect("a parsed mount re-parses");
+        assert_eq!(again, m);
+    }
+    let _ = crate::FdSpec::parse_host(&s);
+    let _ = crate::FdSpec::parse_file(&s, true);
+    let _ = crate::parse_size(&s);
+    if packages::check_path(&s).is_ok() {
+        assert!(!s.starts_with('/') && !s.split('/').any(|c| c == ".."));
+    }
+    let _ = packages::parse_archive_name(&s);
+    let (a, b) = s.split_at(s.len() / 2);
+    let _ = packages::compare_versions(a, b);
+}
+
+/// Manifests: what passes `check` holds only safe paths.
+pub fn manifest(data: &[u8]) {
+    if let Ok(m) = serde_json::from_slice::<packages::Manifest>(data) {
+        if m.check().is_ok() {
+            for f in &m.files {
+                assert!(packages::check_path(&f.path).is_ok());
+            }
+        }
+    }
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        let p = std::env::temp_dir().join(format!("pynbox-fuzz-{tag}-{}", hex::encode(b)));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn listing(p: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    fn walk(base: &Path, d: &Path, v: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            if meta.is_dir() {
+                v.push(format!("{rel}/"));
+                walk(base, &p, v);
+            } else if meta.file_type().is_symlink() {
+                v.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(&p).unwrap().display()
+                ));
+            } else {
+                v.push(format!("{rel} {:?}", std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    walk(p, p, &mut v);
+    v.sort();
+    v
+}
+
+/// Archives: unpacking arbitrary bytes never writes outside the staging
+/// directory and never panics.
+pub fn archive(data: &[u8]) {
+    let s = Scratch::new("archive");
+    std::fs::create_dir(s.0.join("stage")).unwrap();
+    let stage = cap_std::fs::Dir::open_ambient_dir(s.0.join("stage"), cap_std::ambient_authority())
+        .unwrap();
+    let mut input = data;
+    let r = packages::unpack_checked(&mut input, &stage, &mut |_| {});
+    let top: Vec<String> = std::fs::read_dir(&s.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        top,
+        vec!["stage".to_string()],
+        "an archive wrote outside its staging directory"
+    );
+    if let Ok(m) = r {
+        for f in &m.files {
+            let got =
+                std::fs::read(s.0.join("stage").join(&f.path)).expect("a listed file was unpacked");
+            assert_eq!(packages::sha256_hex(&got), f.sha256);
+        }
+    }
+}
+
+const SECRET: &[u8] = b"host secret";
+
+/// The system-call layer under random sequences of operations on a fixed
+/// tree: nothing outside the mounts is read or changed, and the read-only
+/// mount stays as it was.
+///
+/// Tree: `outside/secret` (never reachable), `ro/` mounted at `/`
+/// read-only (a file, a directory, symlinks pointing in and out), `rw/`
+/// mounted at `/rw` read-write (with a symlink pointing out, as a host
+/// could leave one).
+pub fn syscalls(data: &[u8]) {
+    let s = Scratch::new("syscalls");
+    let p = &s.0;
+    for d in ["outside/dir", "ro/dir", "rw/dir"] {
+        std::fs::create_dir_all(p.join(d)).unwrap();
+    }
+    std::fs::write(p.join("outside/secret"), SECRET).unwrap();
+    std::fs::write(p.join("ro/file"), b"ro file").unwrap();
+    std::fs::write(p.join("rw/file"), b"rw file").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::symlink;
+        symlink(p.join("outside/secret"), p.join("ro/abs")).unwrap();
+        symlink("../outside", p.join("ro/up")).unwrap();
+        symlink("file", p.join("ro/in")).unwrap();
+        symlink(p.join("outside"), p.join("rw/out")).unwrap();
+    }
+    let outside_before = listing(&p.join("outside"));
+    let ro_before = listing(&p.join("ro"));
+    let mounts = [
+        MountSpec::new(p.join("ro"), "/", false).unwrap(),
+        MountSpec::new(p.join("rw"), "/rw", true).unwrap(),
+    ];
+    let mut h = Harness::new(&mounts, data.first().is_some_and(|b| b & 1 == 1)).unwrap();
+
+    const WORDS: [&str; 14] = [
+        "..", ".", "", "rw", "dir", "file", "abs", "up", "in", "out", "secret", "new", "outside",
+        "ro",
+    ];
+    let mut it = data.iter().skip(1).copied();
+    let mut path = |it: &mut dyn Iterator<Item = u8>| -> String {
+        let n = it.next().unwrap_or(0) % 5 + 1;
+        let mut parts = Vec::new();
+        for _ in 0..n {
+            parts.push(WORDS[it.next().unwrap_or(0) as usize % WORDS.len()]);
+        }
+        format!("/{}", parts.join("/"))
+    };
+    for _ in 0..32 {
+        let Some(code) = it.next() else { break };
+        let op = match code % 10 {
+            0 => Op::Read(path(&mut it)),
+            1 => Op::Write(path(&mut it), b"fuzz".to_vec()),
+            2 => Op::Mkdir(path(&mut it)),
+            3 => Op::Rmdir(path(&mut it)),
+            4 => Op::Unlink(path(&mut it)),
+            5 => Op::Rename(path(&mut it), path(&mut it)),
+            6 => Op::Link(path(&mut it), path(&mut it)),
+            7 => Op::Symlink(path(&mut it), path(&mut it)),
+            8 => Op::List(path(&mut it)),
+            _ => Op::Stat(path(&mut it)),
+        };
+        let r = h.apply(&op);
+        if let Ok(bytes) = &r {
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET),
+                "{op:?} read the host's secret"
+            );
+            if let Op::List(_) = op {
+                assert!(
+                    !String::from_utf8_lossy(bytes)
+                        .split('/')
+                        .any(|n| n == "secret"),
+                    "{op:?} listed outside"
+                );
+            }
+        }
+        assert_eq!(
+            listing(&p.join("outside")),
+            outside_before,
+            "{op:?} changed the host outside the mounts"
+        );
+        assert_eq!(
+            listing(&p.join("ro")),
+            ro_before,
+            "{op:?} changed the read-only mount"
+        );
+    }
+}
