@@ -159,7 +159,7 @@ pub fn syscalls(data: &[u8]) {
         "ro",
     ];
     let mut it = data.iter().skip(1).copied();
-    let mut path = |it: &mut dyn Iterator<Item = u8>| -> String {
+    let path = |it: &mut dyn Iterator<Item = u8>| -> String {
         let n = it.next().unwrap_or(0) % 5 + 1;
         let mut parts = Vec::new();
         for _ in 0..n {

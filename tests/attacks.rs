@@ -169,6 +169,39 @@ fn exhausting_memory() {
     assert_clean(&f, &before, &out);
 }
 
+/// The whole host process stays within the guest's limit plus a fixed
+/// overhead (documented in docs/SECURITY.md: 64 MiB for pynbox, Wasmtime
+/// and the compiled code).
+#[test]
+fn memory_of_the_host_stays_within_the_limit() {
+    let f = Fixture::new();
+    let args: Vec<String> = [
+        "run",
+        "--memory",
+        "256M",
+        &probe(),
+        "alloc",
+        "100",
+        "alloc",
+        "100",
+        "alloc",
+        "100",
+        "alloc",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (status, peak_kib) = run_cli_measured(&args);
+    assert_eq!(status.code(), Some(137));
+    println!(
+        "peak RSS of the host under a 256M guest limit: {} MiB",
+        peak_kib / 1024
+    );
+    assert!(peak_kib < (256 + 64) * 1024, "host peak RSS {peak_kib} KiB");
+    drop(f);
+}
+
 #[test]
 fn stack_overflow_in_c() {
     let f = Fixture::new();

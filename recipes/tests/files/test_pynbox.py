@@ -6,6 +6,7 @@ read-write at /scratch. Each test prints its result; the last line says how
 many passed and failed, and the exit status is non-zero on any failure.
 """
 
+import errno
 import os
 import sys
 import time
@@ -26,8 +27,10 @@ class BlockedServices(unittest.TestCase):
             s.connect(("127.0.0.1", 80))
 
     def test_no_pipes(self):
-        with self.assertRaises(OSError):
-            os.pipe()
+        pipe = getattr(os, "pipe", None)
+        if pipe is not None:
+            with self.assertRaises(OSError):
+                pipe()
 
     def test_no_subprocess(self):
         import subprocess
@@ -93,7 +96,7 @@ class Filesystem(unittest.TestCase):
                         lambda: os.rename(os.path.join(STDLIB, "os.py"), "/python/x.py")):
             with self.assertRaises(OSError) as cm:
                 attempt()
-            self.assertIn(cm.exception.errno, (30, 13, 1))  # EROFS, EACCES, EPERM
+            self.assertIn(cm.exception.errno, (errno.EROFS, errno.EACCES, errno.EPERM))
 
     def test_scratch_is_writable(self):
         path = os.path.join(SCRATCH, "hello.txt")
@@ -278,6 +281,10 @@ EXPECTED_IMPORT_FAILURES = {
     "dbm.ndbm": "no _dbm",
     "readline": "no readline library",
     "ssl": "no _ssl: no OpenSSL and no network",
+    "multiprocessing.forkserver": "no _multiprocessing: no processes",
+    "multiprocessing.heap": "no mmap",
+    "multiprocessing.resource_tracker": "no _multiprocessing: no processes",
+    "multiprocessing.sharedctypes": "no _ctypes",
     "multiprocessing.popen_fork": "no fork",
     "multiprocessing.popen_forkserver": "no fork",
     "multiprocessing.popen_spawn_posix": "no _posixshmem / processes",
@@ -297,8 +304,11 @@ EXPECTED_IMPORT_FAILURES = {
     "winreg": "Windows only",
     "_winapi": "Windows only",
     "winsound": "Windows only",
-    "nturl2path": None,
+    "turtle": "tkinter is not shipped",
 }
+
+# Modules whose import has visible side effects (printing, opening a browser).
+SKIP_IMPORT = {"this", "antigravity"}
 
 
 class Stdlib(unittest.TestCase):
@@ -311,6 +321,8 @@ class Stdlib(unittest.TestCase):
             if info.name.startswith(("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3")):
                 continue
             if info.name.endswith("__main__") or ".tests" in info.name or info.name.startswith("_"):
+                continue
+            if info.name in SKIP_IMPORT:
                 continue
             names.append(info.name)
         self.assertGreater(len(names), 300)
