@@ -448,6 +448,7 @@ impl Dest {
         name: &str,
         version: &str,
         depends: &[String],
+        interpreter: Option<String>,
         staged: &[(FileEntry, StagedFrom)],
     ) -> Result<()> {
         let others = self.owned_files(Some(name))?;
@@ -520,6 +521,7 @@ impl Dest {
             name: name.into(),
             version: version.into(),
             depends: depends.to_vec(),
+            interpreter,
             files: staged.iter().map(|(f, _)| f.clone()).collect(),
         })?;
         let _ = self.dir.remove_file(format!("packages/{name}.installing"));
@@ -593,7 +595,7 @@ pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> 
     }
     let _ = std::fs::remove_dir_all(&downloads);
     let _ = dest.dir.remove_dir(".staging");
-    Ok(())
+    install_runner(&dest, log)
 }
 
 fn resolve(
@@ -744,10 +746,25 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
             StagedFrom::Bytes(script, true),
         ));
     }
+    if let Some(i) = &manifest.interpreter {
+        if let Some(other) = dest
+            .receipts()?
+            .into_iter()
+            .find(|r| r.name != manifest.name && r.interpreter.is_some())
+        {
+            let _ = dest.dir.remove_dir_all(&stage_name);
+            return err(format!(
+                "{} and {} both replace the python interpreter ({i}); pynbox cannot combine the native modules of two packages yet: remove {} first",
+                manifest.name, other.name, other.name
+            ));
+        }
+    }
+    let interpreter = manifest.interpreter.as_ref().map(|i| format!("/{i}"));
     let r = dest.commit(
         &manifest.name,
         &manifest.version,
         &manifest.depends,
+        interpreter,
         &staged,
     );
     let _ = dest.dir.remove_dir_all(&stage_name);
@@ -802,7 +819,10 @@ here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd -P) || exit 125
 dest=$(dirname -- "$here")
 "#;
 
-fn run_script() -> String {
+fn run_script(python: Option<&str>) -> String {
+    let python = python
+        .map(|p| format!(" --python {}", shell_quote(p)))
+        .unwrap_or_default();
     format!(
         r#"{SCRIPT_HEAD}if [ $# -eq 0 ]; then
   echo "Usage: $0 [OPTIONS] PROGRAM [ARGS...]"
@@ -813,7 +833,7 @@ fn run_script() -> String {
   echo
   exec "$here/pynbox" run --help
 fi
-exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache" "$@"
+exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache"{python} "$@"
 "#
     )
 }
@@ -851,11 +871,13 @@ fn command_script(package: &str, c: &Command) -> String {
 }
 
 /// Installs or refreshes the runner: this very `pynbox` executable as
-/// `bin/pynbox`, and `bin/run`.
+/// `bin/pynbox`, and `bin/run`, whose `python` is the interpreter of an
+/// installed package that provides one, else the python package's.
 fn install_runner(dest: &Dest, log: Log) -> Result<()> {
     let exe = std::env::current_exe().map_err(io_err("finding the pynbox executable"))?;
     let bin = std::fs::read(&exe).map_err(io_err(format!("reading {}", exe.display())))?;
-    let script = run_script().into_bytes();
+    let python = dest.receipts()?.into_iter().find_map(|r| r.interpreter);
+    let script = run_script(python.as_deref()).into_bytes();
     let files = vec![
         (
             FileEntry {
@@ -884,7 +906,7 @@ fn install_runner(dest: &Dest, log: Log) -> Result<()> {
             return Ok(());
         }
     }
-    dest.commit(RUNNER, version, &[], &files)?;
+    dest.commit(RUNNER, version, &[], None, &files)?;
     log(&format!("installed {RUNNER} {version} (bin/run)"));
     Ok(())
 }
@@ -958,5 +980,5 @@ pub fn remove(dest_path: &Path, names: &[String], log: Log) -> Result<()> {
         }
         log(&format!("removed {} {}", r.name, r.version));
     }
-    Ok(())
+    install_runner(&dest, log)
 }

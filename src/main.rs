@@ -140,6 +140,12 @@ struct RunArgs {
     #[arg(long)]
     guest_program: bool,
 
+    /// The guest path that `python` names [default: /python/bin/python.wasm;
+    /// an install's bin/run passes the interpreter of an installed package
+    /// with native modules, such as lxml].
+    #[arg(long, value_name = "GUEST_PATH")]
+    python: Option<String>,
+
     /// Directory for compiled machine code [default: $PYNBOX_CACHE_DIR, else
     /// $XDG_CACHE_HOME/pynbox/modules, else ~/.cache/pynbox/modules].
     #[arg(long, value_name = "DIR")]
@@ -385,15 +391,16 @@ fn run(a: RunArgs) -> ExitCode {
     let in_guest = program == "python" || a.guest_program;
     let (loaded, arg0) = if in_guest {
         let guest_path = if program == "python" {
-            PYTHON.to_string()
+            a.python.clone().unwrap_or_else(|| PYTHON.to_string())
         } else if program.starts_with('/') {
             program.clone()
         } else {
             format!("/{program}")
         };
         let bytes = match pynbox::mounts::read_guest_file(&mounts, &guest_path) {
-            Ok(b) => b,
-            Err(e) => {
+            Ok(Ok(b)) => b,
+            Err(e) => return usage(e),
+            Ok(Err(e)) => {
                 let hint = if program == "python" {
                     "install the python package (pynbox install DEST python) and mount its root"
                 } else {
@@ -517,6 +524,9 @@ fn equivalent_command(a: &RunArgs, mounts: &[String], program: &str, args: &[Str
     }
     if a.guest_program {
         parts.push("--guest-program".into());
+    }
+    if let Some(p) = &a.python {
+        parts.extend(["--python".into(), shell_quote(p)]);
     }
     parts.push(shell_quote(program));
     parts.extend(args.iter().map(|s| shell_quote(s)));

@@ -386,10 +386,16 @@ impl Namespace {
 
 /// Reads the file at absolute guest path `path` as a guest with `mounts`
 /// would see it (used to find a program inside an installed root).
-pub fn read_guest_file(mounts: &[MountSpec], path: &str) -> Result<Vec<u8>, SpecError> {
+/// The outer error is a mount that cannot be used; the inner one, a file
+/// that cannot be read.
+pub fn read_guest_file(
+    mounts: &[MountSpec],
+    path: &str,
+) -> Result<Result<Vec<u8>, SpecError>, SpecError> {
     let ns = Namespace::open(mounts)?;
-    ns.read_guest_file(path)
-        .map_err(|e| SpecError(format!("cannot read {path} from the mounts: {e}")))
+    Ok(ns
+        .read_guest_file(path)
+        .map_err(|e| SpecError(format!("cannot read {path} from the mounts: {e}"))))
 }
 
 /// The path cap-std resolves beneath a mount's root.

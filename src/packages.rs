@@ -76,7 +76,22 @@ pub struct Manifest {
     pub depends: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub commands: BTreeMap<String, Command>,
+    /// A file of this package (path below the root) that replaces the
+    /// `python` interpreter while the package is installed: an interpreter
+    /// with the package's native modules linked in (WASI has no dlopen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
     pub files: Vec<FileEntry>,
+}
+
+/// What describes a package besides its files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackageInfo {
+    pub name: String,
+    pub version: String,
+    pub depends: Vec<String>,
+    pub commands: BTreeMap<String, Command>,
+    pub interpreter: Option<String>,
 }
 
 /// What `DEST/packages/NAME.installed` records.
@@ -86,6 +101,9 @@ pub struct Receipt {
     pub version: String,
     #[serde(default)]
     pub depends: Vec<String>,
+    /// The guest path of the interpreter this package provides, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
     /// Files relative to DEST (`root/...`, `bin/...`).
     pub files: Vec<FileEntry>,
 }
@@ -198,6 +216,13 @@ impl Manifest {
         if total > MAX_TOTAL {
             return err("the package is larger than 8 GiB");
         }
+        if let Some(i) = &self.interpreter {
+            if !self.files.iter().any(|f| &f.path == i) || !i.ends_with(".wasm") {
+                return err(format!(
+                    "the interpreter '{i}' is not a .wasm file of the package"
+                ));
+            }
+        }
         for (name, c) in &self.commands {
             check_command_name(name)?;
             if c.steps.is_empty() || c.steps.iter().any(|s| s.is_empty()) {
@@ -244,14 +269,7 @@ fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
 /// Packs the files below `root` into `out_dir/NAME.VERSION.tar.zst`.
 /// Entries are sorted and carry no owner or time, so that the same files
 /// give the same archive.
-pub fn create_archive(
-    name: &str,
-    version: &str,
-    depends: &[String],
-    commands: &BTreeMap<String, Command>,
-    root: &Path,
-    out_dir: &Path,
-) -> Result<PathBuf> {
+pub fn create_archive(info: &PackageInfo, root: &Path, out_dir: &Path) -> Result<PathBuf> {
     let mut files = Vec::new();
     let mut paths = Vec::new();
     collect_files(root, root, &mut paths).map_err(io_err(format!("reading {}", root.display())))?;
@@ -267,10 +285,11 @@ pub fn create_archive(
     }
     let manifest = Manifest {
         format: FORMAT,
-        name: name.into(),
-        version: version.into(),
-        depends: depends.to_vec(),
-        commands: commands.clone(),
+        name: info.name.clone(),
+        version: info.version.clone(),
+        depends: info.depends.clone(),
+        commands: info.commands.clone(),
+        interpreter: info.interpreter.clone(),
         files,
     };
     manifest.check()?;

@@ -39,6 +39,9 @@ pub struct RecipeInfo {
     pub build_depends: Vec<String>,
     #[serde(default)]
     pub commands: BTreeMap<String, Command>,
+    /// See [`packages::Manifest::interpreter`].
+    #[serde(default)]
+    pub interpreter: Option<String>,
     #[serde(default)]
     pub description: String,
 }
@@ -200,10 +203,13 @@ pub fn build(env: &BuildEnv, name: &str) -> Result<Built> {
         run_recipe(env, &info, &key, &entry)?;
         eprintln!("[{name}] packing {archive_name}");
         packages::create_archive(
-            name,
-            &info.version,
-            &info.depends,
-            &info.commands,
+            &packages::PackageInfo {
+                name: name.to_string(),
+                version: info.version.clone(),
+                depends: info.depends.clone(),
+                commands: info.commands.clone(),
+                interpreter: info.interpreter.clone(),
+            },
             &entry.join("root"),
             &entry,
         )?;

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
-use pynbox::packages::{create_archive, Command};
+use pynbox::packages::{create_archive, Command, PackageInfo};
 
 /// Makes package `name` `version` in `repo` from (path, content) pairs.
 fn make_pkg(
@@ -32,6 +32,18 @@ fn make_pkg_cmds(
     depends: &[&str],
     commands: BTreeMap<String, Command>,
 ) -> PathBuf {
+    make_pkg_full(repo, name, version, files, depends, commands, None)
+}
+
+fn make_pkg_full(
+    repo: &Path,
+    name: &str,
+    version: &str,
+    files: &[(&str, &[u8])],
+    depends: &[&str],
+    commands: BTreeMap<String, Command>,
+    interpreter: Option<&str>,
+) -> PathBuf {
     let src = tempfile::tempdir().unwrap();
     for (p, data) in files {
         let f = src.path().join(p);
@@ -39,7 +51,14 @@ fn make_pkg_cmds(
         std::fs::write(f, data).unwrap();
     }
     let deps: Vec<String> = depends.iter().map(|s| s.to_string()).collect();
-    let a = create_archive(name, version, &deps, &commands, src.path(), repo).unwrap();
+    let info = PackageInfo {
+        name: name.into(),
+        version: version.into(),
+        depends: deps,
+        commands,
+        interpreter: interpreter.map(str::to_string),
+    };
+    let a = create_archive(&info, src.path(), repo).unwrap();
     pynbox::packages::write_index(repo).unwrap();
     a
 }
@@ -702,4 +721,75 @@ fn http_repository_with_tampered_archive_is_refused() {
         text(&out.stderr)
     );
     assert!(!d.path().join("root/demo/a.bin").exists());
+}
+
+/// A package with native modules ships its own interpreter (WASI has no
+/// dlopen); while it is installed, `python` means that interpreter.
+#[test]
+fn package_interpreter_replaces_python_while_installed() {
+    let repo = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let probe = probe_bytes();
+    make_pkg(
+        repo.path(),
+        "python",
+        "1",
+        &[("python/bin/python.wasm", &probe)],
+        &[],
+    );
+    make_pkg_full(
+        repo.path(),
+        "ext",
+        "1",
+        &[("ext/python-ext.wasm", &probe)],
+        &["python"],
+        BTreeMap::new(),
+        Some("ext/python-ext.wasm"),
+    );
+    make_pkg_full(
+        repo.path(),
+        "ext2",
+        "1",
+        &[("ext2/python-ext2.wasm", &probe)],
+        &["python"],
+        BTreeMap::new(),
+        Some("ext2/python-ext2.wasm"),
+    );
+    let r = repo.path().display().to_string();
+    ok(&install(d.path(), &r, &["python"]));
+    let argv0 = || {
+        text(
+            &Process::new(d.path().join("bin/run"))
+                .args(["python", "args", "x"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+    };
+    assert!(
+        argv0().contains("ok /python/bin/python.wasm|args|x"),
+        "{}",
+        argv0()
+    );
+    ok(&install(d.path(), &r, &["ext"]));
+    assert!(
+        argv0().contains("ok /ext/python-ext.wasm|args|x"),
+        "{}",
+        argv0()
+    );
+    ok(&run(&["verify", &d.path().display().to_string()]));
+    let out = install(d.path(), &r, &["ext2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("both replace the python interpreter"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&run(&["remove", &d.path().display().to_string(), "ext"]));
+    assert!(
+        argv0().contains("ok /python/bin/python.wasm|args|x"),
+        "{}",
+        argv0()
+    );
+    ok(&run(&["verify", &d.path().display().to_string()]));
 }

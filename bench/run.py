@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""pynbox's benchmark suite: the sandbox against native CPython, side by side.
+
+    bench/run.py [--dest DEST] [--reps N] [--only NAME,...]
+
+Builds what it needs (pynbox, the python and tests packages, an install in
+DEST), then for each benchmark runs the native CPython of the same version
+and source (build/native-python, built by the python recipe without PGO or
+LTO), the sandbox (DEST/bin/run python) and the machine's python3,
+alternating them, --reps times. Prints a table of medians (with min and
+max) and the ratios sandbox/native, writes bench/results.json and draws the
+ratios in bench/ratios.svg.
+
+Compute benchmarks are pyperformance's own bodies, unchanged, from its sdist
+on PyPI (pinned by sha256), run in-process by bench/pyperf.py, a stand-in
+for pyperf.Runner (pyperf spawns processes, which WASI cannot do).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("PYNBOX_CACHE", Path.home() / ".cache/pynbox"))
+PYPERFORMANCE = ("pyperformance", "1.14.0", "91f74393997b604375ad5b79bf569a24076d70181c076a53abad5383a238a8aa")
+
+STARTUP = {
+    "start: -c pass": "pass",
+    "start + imports": "import json, re, datetime, decimal, sqlite3",
+}
+COMPUTE = [
+    "richards", "nbody", "float", "chaos", "deltablue", "go", "hexiom", "json_dumps", "json_loads",
+    "regex_v8", "pidigits", "spectral_norm", "unpack_sequence", "sqlite_synth", "xml_etree",
+    "nqueens", "fannkuch", "raytrace", "pickle", "deepcopy",
+]
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def cargo_target():
+    return Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "cargo-target"))
+
+
+def prepare(dest):
+    env = dict(os.environ, CARGO_TARGET_DIR=str(cargo_target()))
+    print("== building pynbox, the packages and the bench example", file=sys.stderr)
+    sh("cargo", "build", "--release", "--quiet", "--bin", "pynbox", "--example", "bench_api", cwd=REPO, env=env)
+    pynbox = cargo_target() / "release/pynbox"
+    sh(str(pynbox), "build", "python", "tests", cwd=REPO)
+    if not (dest / "bin/run").exists():
+        sh(str(pynbox), "install", str(dest), "python", "tests", cwd=REPO)
+    return pynbox
+
+
+def pyperformance_benchmarks():
+    name, version, sha = PYPERFORMANCE
+    base = CACHE / "bench" / f"{name}-{version}"
+    if not base.exists():
+        dl = CACHE / "bench" / "downloads"
+        dl.mkdir(parents=True, exist_ok=True)
+        archive = dl / f"{name}-{version}.tar.gz"
+        if not archive.exists():
+            sh(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+               f"{name}=={version}", "-d", str(dl))
+        import hashlib
+        got = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if got != sha:
+            sys.exit(f"{archive}: sha256 {got} does not match the pinned {sha}")
+        with tarfile.open(archive) as t:
+            t.extractall(CACHE / "bench", filter="data")
+    return base / "pyperformance/data-files/benchmarks"
+
+
+def wait_rss(proc):
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_maxrss
+
+
+def timed(cmd, env=None):
+    """Wall time and peak RSS (KiB) of one process."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = p.stdout.read()
+    err = p.stderr.read()
+    rss = wait_rss(p)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({p.returncode}): {err.decode(errors='replace')[-2000:]}")
+    return dt, rss, out
+
+
+def stats(xs):
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dest", type=Path, help="an install to use (default: a fresh one in a temporary directory)")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions of each benchmark, alternating (default 5)")
+    ap.add_argument("--only", help="comma-separated benchmark names")
+    ap.add_argument("--out", type=Path, default=REPO / "bench", help="where results.json and ratios.svg go")
+    args = ap.parse_args()
+
+    tmp = None
+    dest = args.dest
+    if dest is None:
+        tmp = tempfile.mkdtemp(prefix="pynbox-bench-")
+        dest = Path(tmp) / "sandbox"
+    try:
+        pynbox = prepare(dest)
+        run(args, dest, pynbox)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, dest, pynbox):
+    native = REPO / "build/native-python/bin/python3"
+    if not native.exists():
+        sys.exit(f"{native} is missing: `pynbox build python` makes it")
+    system = shutil.which("python3")
+    sandbox = [str(dest / "bin/run")]
+    only = set(args.only.split(",")) if args.only else None
+    results = {"baseline": "CPython 3.13.5, same source as the sandbox, built natively without PGO/LTO (build/native-python)",
+               "system_python": subprocess.run([system, "-VV"], capture_output=True, text=True).stdout.strip(),
+               "benchmarks": {}}
+    clean_env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "random"}
+
+    # Whole-process start, with and without imports.
+    for name, code in STARTUP.items():
+        if only and name not in only:
+            continue
+        rows = {"native": [], "sandbox": [], "system": []}
+        rss = {"native": [], "sandbox": [], "system": []}
+        cmds = {
+            "native": [str(native), "-c", code],
+            "sandbox": sandbox + ["python", "-c", code],
+            "system": [system, "-c", code],
+        }
+        for _ in range(3):  # warm the page cache
+            for c in cmds.values():
+                timed(c, clean_env)
+        for _ in range(max(args.reps, 11)):
+            for k, c in cmds.items():
+                dt, r, _ = timed(c, clean_env)
+                rows[k].append(dt)
+                rss[k].append(r)
+        results["benchmarks"][name] = {k: stats(v) for k, v in rows.items()}
+        results["benchmarks"][name]["peak_rss_kib"] = {k: max(v) for k, v in rss.items()}
+        report(name, results["benchmarks"][name])
+
+    # pyperformance bodies, in process.
+    bm_root = pyperformance_benchmarks()
+    stub = REPO / "bench"
+    for name in COMPUTE:
+        if only and name not in only:
+            continue
+        bm = bm_root / f"bm_{name}"
+        script = "run_benchmark.py"
+        cmds = {
+            "native": ([str(native), str(bm / script), "--values", "3"], dict(clean_env, PYTHONPATH=str(stub))),
+            "sandbox": (sandbox + ["-m", f"{dest / 'root'}:/:ro", "-m", f"{bm}:/bm:ro", "-m", f"{stub}:/stub:ro",
+                                   "-E", "PYTHONPATH=/stub", "python", f"/bm/{script}", "--values", "3"], clean_env),
+            "system": ([system, str(bm / script), "--values", "3"], dict(clean_env, PYTHONPATH=str(stub))),
+        }
+        rows = {k: [] for k in cmds}
+        try:
+            for _ in range(max(1, args.reps // 2)):
+                for k, (c, env) in cmds.items():
+                    _, _, out = timed(c, env)
+                    line = [l for l in out.decode().splitlines() if l.startswith("PYPERF_STUB ")][-1]
+                    rows[k].extend(json.loads(line[len("PYPERF_STUB "):])["values"])
+        except RuntimeError as e:
+            print(f"{name}: skipped: {e}", file=sys.stderr)
+            continue
+        results["benchmarks"][name] = {k: stats(v) for k, v in rows.items()}
+        report(name, results["benchmarks"][name])
+
+    api = subprocess.run([str(cargo_target() / "release/examples/bench_api"), str(dest)],
+                         capture_output=True, text=True, check=True)
+    results["api"] = json.loads(api.stdout.strip().splitlines()[-1])
+    results["first_run"] = first_run(pynbox, dest)
+
+    compute = [b for b in COMPUTE if b in results["benchmarks"]]
+    ratios = [results["benchmarks"][b]["sandbox"]["median"] / results["benchmarks"][b]["native"]["median"] for b in compute]
+    if ratios:
+        results["compute_geomean_ratio"] = statistics.geometric_mean(ratios)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    draw(results, args.out / "ratios.svg")
+    summary(results)
+
+
+def first_run(pynbox, dest):
+    """The first run after install without the install's precompiled code:
+    the cost of compiling the interpreter."""
+    with tempfile.TemporaryDirectory() as cache:
+        dt, rss, _ = timed([str(pynbox), "run", "--cache-dir", cache, "-m", f"{dest / 'root'}:/:ro", "python", "-c", "pass"])
+    dt2, rss2, _ = timed([str(dest / "bin/run"), "python", "-c", "pass"])
+    return {"compile_and_run_s": dt, "compile_peak_rss_kib": rss, "precompiled_run_s": dt2, "precompiled_peak_rss_kib": rss2}
+
+
+def report(name, r):
+    n, s = r["native"]["median"], r["sandbox"]["median"]
+    print(f"{name:<22} native {fmt(r['native'])}  sandbox {fmt(r['sandbox'])}  ratio {s / n:5.2f}x"
+          f"   system python3 {fmt(r['system'])} ({r['system']['median'] / n:4.2f}x)", flush=True)
+
+
+def fmt(s):
+    unit = 1e3
+    return f"{s['median'] * unit:8.2f} ms [{s['min'] * unit:.2f}-{s['max'] * unit:.2f}]"
+
+
+def summary(results):
+    print()
+    print(f"{'benchmark':<22} {'native ms':>10} {'sandbox ms':>11} {'ratio':>7} {'system ms':>10} {'ratio':>7}")
+    for name, r in results["benchmarks"].items():
+        n, s, y = (r[k]["median"] * 1e3 for k in ("native", "sandbox", "system"))
+        print(f"{name:<22} {n:10.2f} {s:11.2f} {s / n:6.2f}x {y:10.2f} {y / n:6.2f}x")
+    if "compute_geomean_ratio" in results:
+        print(f"\ncompute, geometric mean of sandbox/native: {results['compute_geomean_ratio']:.2f}x (target 1.3x)")
+    st = results["benchmarks"].get("start: -c pass")
+    if st:
+        print(f"peak RSS of -c pass: sandbox {st['peak_rss_kib']['sandbox'] / 1024:.1f} MiB, "
+              f"native {st['peak_rss_kib']['native'] / 1024:.1f} MiB "
+              f"({st['peak_rss_kib']['sandbox'] / st['peak_rss_kib']['native']:.2f}x, target 2x)")
+    a = results["api"]
+    print(f"in-process fresh sandbox: python -c pass {a['fresh_python_pass_ms']:.2f} ms, minimal guest "
+          f"{a['fresh_minimal_guest_ms']:.3f} ms; {a['live_sandboxes']} live Python sandboxes, "
+          f"{a['private_mib_per_sandbox']:.1f} MiB private each")
+    f = results["first_run"]
+    print(f"first run without precompiled code: {f['compile_and_run_s']:.1f} s, peak {f['compile_peak_rss_kib'] / 1024:.0f} MiB; "
+          f"precompiled: {f['precompiled_run_s'] * 1e3:.0f} ms")
+
+
+def draw(results, path):
+    """A horizontal bar chart of sandbox/native ratios, as plain SVG."""
+    items = [(k, v["sandbox"]["median"] / v["native"]["median"]) for k, v in results["benchmarks"].items()]
+    w, row, left = 720, 22, 170
+    h = 60 + row * len(items)
+    top = max([r for _, r in items] + [2.0])
+    scale = (w - left - 60) / top
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<text x="10" y="20" font-size="14">pynbox sandbox time / native CPython 3.13.5 time (lower is better)</text>']
+    for x in (1.0, 1.3, 2.0):
+        if x <= top:
+            px = left + x * scale
+            out.append(f'<line x1="{px:.1f}" y1="30" x2="{px:.1f}" y2="{h - 20}" stroke="#999" stroke-dasharray="4"/>')
+            out.append(f'<text x="{px - 8:.1f}" y="{h - 6}">{x}x</text>')
+    for i, (name, r) in enumerate(items):
+        y = 36 + i * row
+        color = "#3a7" if r <= 1.3 else "#d84"
+        out.append(f'<text x="10" y="{y + 13}">{name}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{r * scale:.1f}" height="{row - 6}" fill="{color}"/>')
+        out.append(f'<text x="{left + r * scale + 4:.1f}" y="{y + 13}">{r:.2f}x</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
