@@ -24,7 +24,7 @@ say "quick start: install into $dest"
 "$dest/bin/test_pynbox"
 
 say "cargo test"
-PYNBOX_TEST_DEST=$dest cargo test --release --locked -- --test-threads=2
+PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast -- --test-threads=2
 
 say "example"
 cargo run --release --locked --example embed -- "$dest"

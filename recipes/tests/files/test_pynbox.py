@@ -93,7 +93,9 @@ class Filesystem(unittest.TestCase):
         for attempt in (lambda: open("/python/new.txt", "w"),
                         lambda: os.mkdir("/python/newdir"),
                         lambda: os.remove(os.path.join(STDLIB, "os.py")),
-                        lambda: os.rename(os.path.join(STDLIB, "os.py"), "/python/x.py")):
+                        lambda: os.rename(os.path.join(STDLIB, "os.py"), "/python/x.py"),
+                        lambda: os.chmod(os.path.join(STDLIB, "os.py"), 0o777),
+                        lambda: os.utime(os.path.join(STDLIB, "os.py"), (0, 0))):
             with self.assertRaises(OSError) as cm:
                 attempt()
             self.assertIn(cm.exception.errno, (errno.EROFS, errno.EACCES, errno.EPERM))

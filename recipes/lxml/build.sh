@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# pynbox package "lxml": lxml with libxml2 and libxslt, for the wasm python.
+#
+# WASI has no dlopen, so lxml's C extension modules cannot be loaded from
+# site-packages: they are linked statically into a second interpreter,
+# python-lxml.wasm, whose main() registers them as built-in modules
+# (PyImport_ExtendInittab) before running CPython's Py_BytesMain. The
+# pure-Python part of lxml is a normal package in site-packages; a dotted
+# built-in name such as "lxml.etree" is found by the BuiltinImporter before
+# the path is searched.
+#
+# Called by `pynbox build` (see recipes/lib.sh). Needs PYNBOX_DEP_PYTHON, the
+# python recipe's build entry (package.json's build_depends), and the wasm
+# CPython build tree that the python recipe leaves in
+# $PYNBOX_CACHE/work/python-<its version> (see recipes/python/build.sh).
+# Output:
+#   $PYNBOX_OUT/root/python/bin/python-lxml.wasm          (stripped)
+#   $PYNBOX_OUT/root/python/lib/python3.13/site-packages/lxml/
+#       the Python modules, data files and tests, unchecked-hash .pyc,
+#       run_lxml_tests.py and known-failures.txt
+#
+# Stages cached under $PYNBOX_CACHE/work/, keyed by their inputs:
+#   wasmlib-libxml2-KEY   static libxml2 for wasm32-wasip1 (prefix/)
+#   wasmlib-libxslt-KEY   static libxslt + libexslt (prefix/)
+#   lxml-modules-KEY      lxml's compiled modules + main, as objects
+# shellcheck source=../lib.sh
+source "$PYNBOX_RECIPES/lib.sh"
+# shellcheck source=../toolchain.sh
+source "$PYNBOX_RECIPES/toolchain.sh"
+
+: "${PYNBOX_OUT:?PYNBOX_OUT must name the output directory}"
+: "${PYNBOX_VERSION:?PYNBOX_VERSION must be set (from package.json)}"
+: "${PYNBOX_DEP_PYTHON:?PYNBOX_DEP_PYTHON must name the python build (build_depends in package.json)}"
+HERE="$PYNBOX_RECIPES/lxml"
+LXML_VERSION=${PYNBOX_VERSION%-*}
+[[ $LXML_VERSION == 6.1.3 ]] ||
+    die "recipes/lxml/build.sh pins the lxml 6.1.3 sources, but package.json asks for $PYNBOX_VERSION"
+
+# ---------------------------------------------------------------------------
+# Pinned sources
+# ---------------------------------------------------------------------------
+# libxml2 and libxslt come from Debian's source packages (the registry
+# reachable here), without Debian's patches: the orig tarballs are upstream's
+# releases (libxml2's "+dfsg" repack only drops files Debian deems non-free,
+# none of which the library build uses). bookworm's versions; lxml 6.1
+# supports libxml2 >= 2.7 and libxslt >= 1.1.23.
+LIBXML2_FILE=libxml2_2.9.14+dfsg.orig.tar.xz
+LIBXML2_SHA256=4fe913dec8b1ab89d13b489b419a8203176ea39e931eaa0d25b17eafb9c279e9
+LIBXML2_UPSTREAM=https://download.gnome.org/sources/libxml2/2.9/libxml2-2.9.14.tar.xz
+LIBXSLT_FILE=libxslt_1.1.35.orig.tar.xz
+LIBXSLT_SHA256=8247f33e9a872c6ac859aa45018bc4c4d00b97e2feac9eebc10c93ce1f34dd79
+LIBXSLT_UPSTREAM=https://download.gnome.org/sources/libxslt/1.1/libxslt-1.1.35.tar.xz
+# Only for build-aux/config.sub and config.guess: the ones in the 2022
+# libxml2/libxslt tarballs (2018) do not know the wasm32-wasip1 triplet.
+XZ_FILE=xz-utils_5.8.1.orig.tar.xz
+XZ_SHA256=0b54f79df85912504de0b14aec7971e3f964491af1812d83447005807513cd9e
+XZ_UPSTREAM=https://github.com/tukaani-project/xz/releases/download/v5.8.1/xz-5.8.1.tar.xz
+# lxml's sdist carries the C that Cython generated from the .pyx/.py sources
+# (Cython 3.2.9), so no Cython is needed here.
+# Upstream: https://files.pythonhosted.org/packages/source/l/lxml/lxml-6.1.3.tar.gz
+LXML_FILE=lxml-$LXML_VERSION.tar.gz
+LXML_SHA256=45222d94ddd511536f3b2f7d9deae3b2339b4ce0f075f1ca25703b07cad9dd21
+
+# lib.sh's fetch_pypi_sdist downloads with --no-build-isolation, so pip
+# prepares lxml's metadata with the host python's own setuptools; one older
+# than 70.1 has no bdist_wheel without the `wheel` package and pip gives up
+# (the case on the reference machine: pyenv's 3.11 with setuptools 65). A
+# download with build isolation (build requirements as wheels from PyPI)
+# works anywhere; fetch_pypi_sdist then verifies the file as usual.
+prefetch_pypi_sdist() {
+    local name=$1 version=$2 file=$3 tmp
+    [[ -f "$PYNBOX_CACHE/sources/$file" ]] && return 0
+    take_lock pypi
+    tmp=$(mktemp -d "$PYNBOX_CACHE/sources/.pip.XXXXXX")
+    if run python3 -m pip download --quiet --no-deps --no-binary "$name" \
+        -d "$tmp" "$name==$version" >&2 && [[ -f "$tmp/$file" ]]; then
+        mv "$tmp/$file" "$PYNBOX_CACHE/sources/$file"
+    fi
+    rm -rf "$tmp"
+    release_lock pypi
+}
+
+step "fetch pinned sources"
+LIBXML2_TARBALL=$(fetch_debian_source bookworm libxml2 "$LIBXML2_FILE" "$LIBXML2_SHA256" "$LIBXML2_UPSTREAM")
+LIBXSLT_TARBALL=$(fetch_debian_source bookworm libxslt "$LIBXSLT_FILE" "$LIBXSLT_SHA256" "$LIBXSLT_UPSTREAM")
+XZ_TARBALL=$(fetch_debian_source trixie xz-utils "$XZ_FILE" "$XZ_SHA256" "$XZ_UPSTREAM")
+prefetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE"
+LXML_TARBALL=$(fetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE" "$LXML_SHA256")
+
+TOOLCHAIN_ID=$(basename "$WASI_TOOLCHAIN")
+# Like the python recipe's C libraries: optimised, no debug info.
+WASM_LIB_CFLAGS="-O2"
+# The triplet autoconf needs for cross compiling (same as the python recipe).
+BUILD_TRIPLET=$(gcc -dumpmachine | sed 's/-linux-gnu$/-pc-linux-gnu/')
+
+# ---------------------------------------------------------------------------
+# The wasm CPython build this package links against
+# ---------------------------------------------------------------------------
+PY_VERSION_FULL=$("$PYNBOX_DEP_PYTHON/native/bin/python3" -c \
+    'import json, sys; print(json.load(open(sys.argv[1]))["version"])' "$PYNBOX_RECIPES/python/package.json")
+PY_MM=$("$PYNBOX_DEP_PYTHON/native/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PY_WORK=$(realpath "$PYNBOX_CACHE/work/python-$PY_VERSION_FULL" 2>/dev/null) ||
+    die "no wasm CPython build tree at $PYNBOX_CACHE/work/python-$PY_VERSION_FULL: build python first"
+PY_BUILD="$PY_WORK/build"
+[[ -f "$PY_BUILD/Makefile" && -f "$PY_WORK/relink.mk" ]] ||
+    die "$PY_WORK is not a python recipe build tree (no build/Makefile or relink.mk)"
+# The symlink follows the python recipe's latest run, which need not be the
+# build that PYNBOX_DEP_PYTHON packaged (a hand run with other flags). Linking
+# lxml against a different libpython than the installed stdlib was made for
+# would break subtly, so insist that the tree reproduces the packaged binary.
+step "check the python build tree against the python package"
+"$WASI_STRIP" --strip-debug -o "$PYNBOX_OUT/.python-check.wasm" "$PY_BUILD/python.wasm"
+cmp -s "$PYNBOX_OUT/.python-check.wasm" "$PYNBOX_DEP_PYTHON/root/python/bin/python.wasm" ||
+    die "$PY_BUILD/python.wasm is not the python.wasm of $PYNBOX_DEP_PYTHON; rebuild python (pynbox build python) so that its build tree and package agree"
+rm -f "$PYNBOX_OUT/.python-check.wasm"
+PY_BUILD_ID=$(basename "$PY_WORK")
+pyvar() { make -s --no-print-directory -C "$PY_BUILD" -f Makefile -f "$PY_WORK/relink.mk" "pynbox-print-$1"; }
+
+# ---------------------------------------------------------------------------
+# libxml2 and libxslt as static wasm32-wasip1 libraries
+# ---------------------------------------------------------------------------
+# The tarballs' config.sub/config.guess predate wasip1.
+refresh_config_scripts() {
+    local f
+    for f in config.sub config.guess; do
+        tar -xJOf "$XZ_TARBALL" "xz-5.8.1/build-aux/$f" >"$f"
+        chmod +x "$f"
+    done
+}
+# If a timestamp makes make think configure.ac or Makefile.am changed, it
+# would rerun autotools (absent, and pointless: the generated files ship).
+NO_AUTOTOOLS=(ACLOCAL=true AUTOMAKE=true AUTOCONF=true AUTOHEADER=true)
+
+# Features that cannot work in WASI (threads, sockets for HTTP/FTP, dlopen
+# for modules) are left out; zlib/lzma would only add transparent
+# decompression of input files, not worth the link. iconv comes from
+# wasi-libc (musl's), so non-UTF-8 encodings keep working.
+build_wasmlib_libxml2() {
+    refresh_config_scripts
+    run ./configure --host=wasm32-unknown-wasip1 --build="$BUILD_TRIPLET" --prefix="$1" \
+        --disable-shared --enable-static \
+        --without-threads --without-http --without-ftp --without-modules \
+        --without-zlib --without-lzma --without-python --without-icu \
+        CC="$WASI_CC" AR="$WASI_AR" RANLIB="$WASI_RANLIB" CFLAGS="$WASM_LIB_CFLAGS" \
+        PKG_CONFIG_LIBDIR= PKG_CONFIG_PATH=
+    # Only the library, its headers and xml2-config (which libxslt's
+    # configure asks): xmllint and the test programs are not needed.
+    run make -j"$PYNBOX_JOBS" "${NO_AUTOTOOLS[@]}" libxml2.la
+    run make "${NO_AUTOTOOLS[@]}" install-libLTLIBRARIES install-binSCRIPTS install-pkgconfigDATA
+    run make -C include "${NO_AUTOTOOLS[@]}" install
+}
+
+# The profiler stays (lxml's etree calls xsltGetProfileInformation); crypto
+# would need libgcrypt; plugins need dlopen.
+build_wasmlib_libxslt() {
+    refresh_config_scripts
+    run ./configure --host=wasm32-unknown-wasip1 --build="$BUILD_TRIPLET" --prefix="$1" \
+        --disable-shared --enable-static \
+        --with-libxml-prefix="$LIBXML2_PREFIX" \
+        --without-python --without-crypto --without-plugins \
+        CC="$WASI_CC" AR="$WASI_AR" RANLIB="$WASI_RANLIB" CFLAGS="$WASM_LIB_CFLAGS" \
+        PKG_CONFIG_LIBDIR= PKG_CONFIG_PATH=
+    # Only the two libraries and their headers (xsltproc and the tests are
+    # programs this package has no use for).
+    run make -C libxslt -j"$PYNBOX_JOBS" "${NO_AUTOTOOLS[@]}" libxslt.la
+    run make -C libexslt -j"$PYNBOX_JOBS" "${NO_AUTOTOOLS[@]}" libexslt.la
+    run make -C libxslt "${NO_AUTOTOOLS[@]}" install-libLTLIBRARIES install-xsltincHEADERS install-nodist_xsltincHEADERS
+    run make -C libexslt "${NO_AUTOTOOLS[@]}" install-libLTLIBRARIES install-exsltincHEADERS install-nodist_exsltincHEADERS
+}
+
+# build_wasmlib NAME TARBALL EXTRA_KEY...: runs build_wasmlib_NAME in the
+# unpacked tarball (install prefix as $1) unless a stage with the same key
+# exists; sets WASMLIB_PREFIX and WASMLIB_KEY.
+build_wasmlib() {
+    local lib=$1 tarball=$2 key dir
+    shift 2
+    key=$(cache_key @"$tarball" "$TOOLCHAIN_ID" "$WASM_LIB_CFLAGS" @"$XZ_TARBALL" \
+        "$(declare -f refresh_config_scripts "build_wasmlib_$lib")" "${NO_AUTOTOOLS[*]}" "$@")
+    dir="$PYNBOX_CACHE/work/wasmlib-$lib-$key"
+    take_lock "wasmlib-$lib-$key"
+    if stage_done "$dir"; then
+        step "$lib for wasm32-wasip1 (cached)"
+    else
+        step "build $lib for wasm32-wasip1"
+        stage_begin "$dir"
+        unpack "$tarball" "$dir/src"
+        (cd "$dir/src" && "build_wasmlib_$lib" "$dir/prefix")
+        [[ -d "$dir/prefix/include" && -d "$dir/prefix/lib" ]] ||
+            die "build_wasmlib_$lib did not install include/ and lib/ into $dir/prefix"
+        rm -rf "$dir/src"
+        stage_finish "$dir"
+    fi
+    release_lock "wasmlib-$lib-$key"
+    WASMLIB_PREFIX=$dir/prefix
+    WASMLIB_KEY=$key
+}
+
+build_wasmlib libxml2 "$LIBXML2_TARBALL"
+LIBXML2_PREFIX=$WASMLIB_PREFIX
+LIBXML2_KEY=$WASMLIB_KEY
+build_wasmlib libxslt "$LIBXSLT_TARBALL" "libxml2=$LIBXML2_KEY"
+LIBXSLT_PREFIX=$WASMLIB_PREFIX
+LIBXSLT_KEY=$WASMLIB_KEY
+
+# ---------------------------------------------------------------------------
+# lxml's compiled modules
+# ---------------------------------------------------------------------------
+# Every module that lxml's setup.py compiles (EXT_MODULES + COMPILED_MODULES
+# in setupinfo.py): name, then the C file under src/. The last four also exist
+# as .py files that would work uncompiled, but compiled they are faster and
+# they are what lxml's tests expect (e.g. lxml.html.diff's compiled difflib).
+LXML_MODULES=(
+    lxml.etree lxml/etree.c
+    lxml.objectify lxml/objectify.c
+    lxml._elementpath lxml/_elementpath.c
+    lxml.builder lxml/builder.c
+    lxml.sax lxml/sax.c
+    lxml.html.diff lxml/html/diff.c
+    lxml.html._difflib lxml/html/_difflib.c
+)
+# Compiled the way CPython compiles its own extension modules
+# (PY_STDMODULE_CFLAGS: the interpreter's optimisation and warning flags and
+# include dirs, without Py_BUILD_CORE, which third-party code must not see).
+# WITHOUT_THREADING: libxml2 has no thread support here and WASI no threads,
+# so lxml skips its per-thread locks (as it does on PyPy). No C line numbers
+# in Python tracebacks, as in lxml's own builds.
+LXML_DEFINES=(-DWITHOUT_THREADING -DCYTHON_CLINE_IN_TRACEBACK=0
+    -DLIBXML_STATIC -DLIBXSLT_STATIC -DLIBEXSLT_STATIC)
+
+build_lxml_modules() {
+    local dir=$1 src=$1/src cflags i name cfile obj
+    unpack "$LXML_TARBALL" "$src"
+    [[ -f "$src/src/lxml/etree.c" ]] || die "the lxml sdist has no generated src/lxml/etree.c"
+    cflags="$(pyvar PY_STDMODULE_CFLAGS) ${LXML_DEFINES[*]} -I$src/src -I$src/src/lxml/includes"
+    cflags+=" -I$LIBXML2_PREFIX/include/libxml2 -I$LIBXSLT_PREFIX/include"
+    mkdir -p "$dir/obj"
+    # The relative include dirs in PY_STDMODULE_CFLAGS are relative to the
+    # CPython build tree, hence the cd. Generated Cython C trips many of
+    # CPython's -Wextra warnings; they say nothing about this build.
+    {
+        echo "/* Generated by recipes/lxml/build.sh: lxml's modules for PyImport_ExtendInittab. */"
+        for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
+            echo "PyMODINIT_FUNC PyInit_${LXML_MODULES[i]##*.}(void);"
+        done
+        echo "#define LXML_INITTAB \\"
+        for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
+            echo "    {\"${LXML_MODULES[i]}\", PyInit_${LXML_MODULES[i]##*.}}, \\"
+        done
+        echo
+    } >"$dir/obj/lxml_inittab.h"
+    for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
+        name=${LXML_MODULES[i]} cfile=$src/src/${LXML_MODULES[i + 1]}
+        obj=$dir/obj/$name.o
+        step "compile $name for wasm32-wasip1"
+        # shellcheck disable=SC2086  # cflags is a make variable's word list
+        (cd "$PY_BUILD" && run "$WASI_CC" $cflags -w -c "$cfile" -o "$obj")
+    done
+    step "compile the lxml interpreter's main"
+    # shellcheck disable=SC2086
+    (cd "$PY_BUILD" && run "$WASI_CC" $cflags -I"$dir/obj" -c "$HERE/files/python_lxml_main.c" \
+        -o "$dir/obj/python_lxml_main.o")
+    # Only the objects and the sdist's package directory are used later.
+    mv "$src/src/lxml" "$dir/lxml"
+    rm -rf "$src"
+}
+MODULES_KEY=$(cache_key "$LXML_SHA256" "$PY_BUILD_ID" "$TOOLCHAIN_ID" "$LIBXML2_KEY" "$LIBXSLT_KEY" \
+    "${LXML_MODULES[*]}" "${LXML_DEFINES[*]}" "$(declare -f build_lxml_modules)" \
+    @"$HERE/files/python_lxml_main.c")
+MODULES="$PYNBOX_CACHE/work/lxml-modules-$MODULES_KEY"
+take_lock "lxml-modules-$MODULES_KEY"
+if stage_done "$MODULES"; then
+    step "lxml's compiled modules (cached)"
+else
+    stage_begin "$MODULES"
+    build_lxml_modules "$MODULES"
+    stage_finish "$MODULES"
+fi
+release_lock "lxml-modules-$MODULES_KEY"
+
+# ---------------------------------------------------------------------------
+# Stage the sandbox root
+# ---------------------------------------------------------------------------
+step "link and strip python-lxml.wasm"
+ROOT="$PYNBOX_OUT/root/python"
+SITE="$ROOT/lib/python$PY_MM/site-packages"
+mkdir -p "$ROOT/bin" "$PYNBOX_OUT/.relink"
+objs=()
+for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
+    objs+=("$MODULES/obj/${LXML_MODULES[i]}.o")
+done
+# Order matters for static archives: libexslt and libxslt use libxml2.
+run make -s -C "$PY_BUILD" -f Makefile -f "$PY_WORK/relink.mk" pynbox-relink \
+    PYNBOX_WASM="$PYNBOX_OUT/.relink/python-lxml.wasm" \
+    PYNBOX_MAIN_OBJ="$MODULES/obj/python_lxml_main.o" \
+    PYNBOX_EXTRA_LINK="${objs[*]} $LIBXSLT_PREFIX/lib/libexslt.a $LIBXSLT_PREFIX/lib/libxslt.a $LIBXML2_PREFIX/lib/libxml2.a"
+# As for python.wasm: no DWARF, but the name section for trap backtraces.
+run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python-lxml.wasm" "$PYNBOX_OUT/.relink/python-lxml.wasm"
+rm -rf "$PYNBOX_OUT/.relink"
+
+step "stage lxml's Python modules and tests"
+# The package directory minus what only a C build uses (Cython sources, C,
+# headers, the .pxd includes/); everything else is kept, including the
+# .py twins of the compiled modules (for tracebacks and inspect) and the
+# tests' data files.
+mkdir -p "$SITE/lxml"
+tar -C "$MODULES/lxml" -cf - --exclude='*.c' --exclude='*.h' --exclude='*.pyx' \
+    --exclude='*.pxd' --exclude='*.pxi' --exclude=./includes --exclude=__pycache__ . |
+    tar -C "$SITE/lxml" -xf -
+install -m 0644 "$HERE/files/run_lxml_tests.py" "$SITE/lxml/run_lxml_tests.py"
+install -m 0644 "$HERE/known-failures.txt" "$SITE/lxml/known-failures.txt"
+
+step "precompile lxml's Python modules"
+# Same as the standard library: unchecked-hash .pyc by the native python of
+# the same source, in-sandbox paths for tracebacks, reproducible output.
+PYTHONHASHSEED=0 run "$PYNBOX_DEP_PYTHON/native/bin/python3" -I -m compileall -q -j"$PYNBOX_JOBS" \
+    --invalidation-mode unchecked-hash -d "/python/lib/python$PY_MM/site-packages/lxml" "$SITE/lxml" ||
+    die "compileall failed on lxml's Python modules"
+
+_step_close
+echo "[pynbox] python-lxml.wasm: $(stat -c %s "$ROOT/bin/python-lxml.wasm") bytes; python.wasm: $(stat -c %s "$PYNBOX_DEP_PYTHON/root/python/bin/python.wasm") bytes"
