@@ -388,6 +388,7 @@ fn run(a: RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e.kind(), e),
     };
+    let started = std::time::Instant::now();
     let in_guest = program == "python" || a.guest_program;
     let (loaded, arg0) = if in_guest {
         let guest_path = if program == "python" {
@@ -397,8 +398,8 @@ fn run(a: RunArgs) -> ExitCode {
         } else {
             format!("/{program}")
         };
-        let bytes = match pynbox::mounts::read_guest_file(&mounts, &guest_path) {
-            Ok(Ok(b)) => b,
+        let file = match pynbox::mounts::open_guest_file(&mounts, &guest_path) {
+            Ok(Ok(f)) => f,
             Err(e) => return usage(e),
             Ok(Err(e)) => {
                 let hint = if program == "python" {
@@ -409,7 +410,7 @@ fn run(a: RunArgs) -> ExitCode {
                 return usage(format!("program '{program}': {e}: {hint}"));
             }
         };
-        (runtime.load_bytes(&guest_path, &bytes), guest_path)
+        (runtime.load_open_file(&guest_path, file), guest_path)
     } else {
         (runtime.load_file(program.as_ref()), program.clone())
     };
@@ -417,6 +418,7 @@ fn run(a: RunArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e.kind(), e),
     };
+    pynbox::runtime::timing("read and load the program", started);
 
     let mut sandbox = Sandbox::new(&program)
         .arg0(&arg0)
@@ -441,10 +443,12 @@ fn run(a: RunArgs) -> ExitCode {
     if let Some(t) = timeout {
         start_watchdog(t);
     }
+    let started = std::time::Instant::now();
     let result = match sandbox.run() {
         Ok(r) => r,
         Err(e) => return fail(e.kind(), e),
     };
+    pynbox::runtime::timing("whole run", started);
     report(&result.status, &limits);
     ExitCode::from(result.status.exit_code() as u8)
 }

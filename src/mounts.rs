@@ -10,7 +10,6 @@
 //! mount) are virtual, empty apart from those mount points, and read-only.
 
 use std::fmt;
-use std::io::Read;
 use std::path::PathBuf;
 
 use crate::wasi::abi::Errno;
@@ -353,9 +352,9 @@ impl Namespace {
         Ok(cur)
     }
 
-    /// Reads a file named by an absolute guest path, through the mounts and
+    /// Opens a file named by an absolute guest path, through the mounts and
     /// with the same confinement as the guest's own reads.
-    pub fn read_guest_file(&self, path: &str) -> std::io::Result<Vec<u8>> {
+    pub fn open_guest_file(&self, path: &str) -> std::io::Result<std::fs::File> {
         let rel = path.strip_prefix('/').ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an absolute path")
         })?;
@@ -363,10 +362,7 @@ impl Namespace {
             || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file in the mounts");
         match self.resolve(&self.root(), rel).map_err(|_| not_found())? {
             Target::Host { mount, rel, .. } => {
-                let mut f = self.mounts[mount].dir.open(rel_path(&rel))?;
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)?;
-                Ok(buf)
+                Ok(self.mounts[mount].dir.open(rel_path(&rel))?.into_std())
             }
             Target::Virtual { .. } => Err(not_found()),
         }
@@ -384,17 +380,17 @@ impl Namespace {
     }
 }
 
-/// Reads the file at absolute guest path `path` as a guest with `mounts`
+/// Opens the file at absolute guest path `path` as a guest with `mounts`
 /// would see it (used to find a program inside an installed root).
 /// The outer error is a mount that cannot be used; the inner one, a file
-/// that cannot be read.
-pub fn read_guest_file(
+/// that cannot be opened.
+pub fn open_guest_file(
     mounts: &[MountSpec],
     path: &str,
-) -> Result<Result<Vec<u8>, SpecError>, SpecError> {
+) -> Result<Result<std::fs::File, SpecError>, SpecError> {
     let ns = Namespace::open(mounts)?;
     Ok(ns
-        .read_guest_file(path)
+        .open_guest_file(path)
         .map_err(|e| SpecError(format!("cannot read {path} from the mounts: {e}"))))
 }
 

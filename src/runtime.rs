@@ -156,18 +156,62 @@ impl Runtime {
 
     /// Loads a program from a `.wasm` file on the host.
     pub fn load_file(&self, path: &Path) -> Result<Program, Error> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            let why = match e.kind() {
-                std::io::ErrorKind::NotFound => "it does not exist".to_string(),
-                std::io::ErrorKind::IsADirectory => "it is a directory".to_string(),
-                _ => e.to_string(),
-            };
-            Error::input(format!(
-                "cannot read program '{}': {why}: give the path of a .wasm file",
-                path.display()
-            ))
-        })?;
-        self.load_bytes(&path.display().to_string(), &bytes)
+        let file = File::open(path)
+            .and_then(|f| {
+                if f.metadata()?.is_dir() {
+                    Err(std::io::Error::from(std::io::ErrorKind::IsADirectory))
+                } else {
+                    Ok(f)
+                }
+            })
+            .map_err(|e| {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "it does not exist".to_string(),
+                    std::io::ErrorKind::IsADirectory => "it is a directory".to_string(),
+                    _ => e.to_string(),
+                };
+                Error::input(format!(
+                    "cannot read program '{}': {why}: give the path of a .wasm file",
+                    path.display()
+                ))
+            })?;
+        self.load_open_file(&path.display().to_string(), file)
+    }
+
+    /// Loads a program from an open file. When the cache has already
+    /// compiled a file with the same identity (device, inode, size and
+    /// change times), the file is not even read: start-up does not pay for
+    /// hashing a large interpreter.
+    pub fn load_open_file(&self, name: &str, mut file: File) -> Result<Program, Error> {
+        let t = Instant::now();
+        let index = self.cache_dir.as_ref().and_then(|dir| {
+            let id = open_file_identity(&file)?;
+            Some(
+                dir.join("files")
+                    .join(&blake3::hash(id.as_bytes()).to_hex()[..32]),
+            )
+        });
+        if let Some(key) = index.as_ref().and_then(|i| std::fs::read_to_string(i).ok()) {
+            let entry = self
+                .cache_dir
+                .as_ref()
+                .unwrap()
+                .join(format!("{}.cwasm", key.trim()));
+            if let Some(module) = self.load_cache_entry(&entry) {
+                timing("load compiled code by file identity", t);
+                return self.link(name, module);
+            }
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|e| Error::input(format!("cannot read program '{name}': {e}")))?;
+        let program = self.load_bytes(name, &bytes)?;
+        if let Some(index) = index {
+            let key = self.cache_key(&bytes);
+            let _ = std::fs::create_dir_all(index.parent().unwrap())
+                .and_then(|_| write_atomically(&index, key.as_bytes()));
+        }
+        Ok(program)
     }
 
     /// Loads a program from the bytes of a wasm module; `name` is used in
@@ -180,6 +224,10 @@ impl Runtime {
             )));
         }
         let module = self.compile_cached(name, bytes)?;
+        self.link(name, module)
+    }
+
+    fn link(&self, name: &str, module: Module) -> Result<Program, Error> {
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             Error::input(format!(
                 "'{name}' cannot run in pynbox: {}",
@@ -215,12 +263,16 @@ impl Runtime {
     }
 
     fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
+        let t = Instant::now();
         let entry = self
             .cache_dir
             .as_ref()
             .map(|d| d.join(format!("{}.cwasm", self.cache_key(bytes))));
+        timing("hash the module", t);
         if let Some(entry) = &entry {
+            let t = Instant::now();
             if let Some(module) = self.load_cache_entry(entry) {
+                timing("load compiled code from the cache", t);
                 return Ok(module);
             }
         }
@@ -237,26 +289,84 @@ impl Runtime {
         Ok(module)
     }
 
-    /// A cache entry is the serialized module followed by the blake3 hash
-    /// of it: a truncated or corrupted entry fails the check and is
-    /// rebuilt; one from another Wasmtime or configuration is refused by
-    /// Wasmtime's own header check and rebuilt.
+    /// A cache entry is `KEY.cwasm`, exactly what `Module::serialize`
+    /// wrote, so that Wasmtime can map it from the file instead of copying
+    /// it; beside it `KEY.sum` holds the entry's blake3 hash and the file's
+    /// identity (size, modification time, inode) when the hash was last
+    /// checked. An entry whose identity changed since is hashed again: a
+    /// truncated, rewritten or corrupted entry fails and is rebuilt. One
+    /// from another Wasmtime or configuration is refused by Wasmtime's own
+    /// header check and rebuilt.
     fn load_cache_entry(&self, entry: &Path) -> Option<Module> {
-        let data = std::fs::read(entry).ok()?;
-        if data.len() < 32 {
-            return None;
+        let sum_path = entry.with_extension("sum");
+        let sum = std::fs::read_to_string(&sum_path).ok()?;
+        let mut lines = sum.lines();
+        let hash = lines.next()?;
+        let checked = lines.next();
+        let identity = file_identity(entry)?;
+        if checked != Some(identity.as_str()) {
+            let data = std::fs::read(entry).ok()?;
+            if blake3::hash(&data).to_hex().as_str() != hash {
+                return None;
+            }
+            // Remember the check; if this fails, the next run checks again.
+            let _ = std::fs::write(&sum_path, format!("{hash}\n{identity}\n"));
         }
-        let (body, sum) = data.split_at(data.len() - 32);
-        if blake3::hash(body).as_bytes() != sum {
-            return None;
-        }
-        // SAFETY: Wasmtime requires that deserialized bytes come from
+        // SAFETY: Wasmtime requires that deserialized code comes from
         // `Module::serialize` of a trusted Wasmtime. The entry lives in the
-        // user's own cache directory, was written by this code, and has
-        // passed the integrity check above; Wasmtime checks that it matches
-        // this engine's version and settings.
-        unsafe { Module::deserialize(&self.engine, body) }.ok()
+        // user's own cache directory, was written by this code, and its
+        // hash was checked since it last changed; Wasmtime checks that it
+        // matches this engine's version and settings. Entries are replaced
+        // by rename, never rewritten in place, so the mapping stays valid.
+        unsafe { Module::deserialize_file(&self.engine, entry) }.ok()
     }
+}
+
+/// Device, inode, size and modification and change times of an open file.
+fn open_file_identity(f: &File) -> Option<String> {
+    let m = f.metadata().ok()?;
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    #[cfg(unix)]
+    let (dev, ino, ctime) = {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino(), (m.ctime(), m.ctime_nsec()))
+    };
+    #[cfg(not(unix))]
+    let (dev, ino, ctime) = (0, 0, (0, 0));
+    Some(format!(
+        "{dev} {ino} {} {} {ctime:?}",
+        m.len(),
+        mtime.as_nanos()
+    ))
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), fastrand_suffix()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Size, modification time and inode: what changes when a file is
+/// rewritten or replaced.
+fn file_identity(p: &Path) -> Option<String> {
+    let m = std::fs::metadata(p).ok()?;
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some(format!("{} {} {ino}", m.len(), mtime.as_nanos()))
 }
 
 fn store_cache_entry(entry: &Path, module: &Module) -> std::io::Result<()> {
@@ -269,12 +379,28 @@ fn store_cache_entry(entry: &Path, module: &Module) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), fastrand_suffix()));
     let mut f = File::create(&tmp)?;
     f.write_all(&body)?;
-    f.write_all(blake3::hash(&body).as_bytes())?;
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, entry).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-    })
+    })?;
+    let sum = format!(
+        "{}\n{}\n",
+        blake3::hash(&body).to_hex(),
+        file_identity(entry).unwrap_or_default()
+    );
+    write_atomically(&entry.with_extension("sum"), sum.as_bytes())
+}
+
+/// With `PYNBOX_TIMING=1`, says on stderr where start-up time goes.
+pub fn timing(what: &str, since: Instant) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("PYNBOX_TIMING").is_some_and(|v| v == "1")) {
+        eprintln!(
+            "pynbox timing: {what}: {:.2} ms",
+            since.elapsed().as_secs_f64() * 1e3
+        );
+    }
 }
 
 fn fastrand_suffix() -> u64 {
@@ -584,6 +710,7 @@ fn run_guest(
     };
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
+    let t = Instant::now();
     let instance = match pre.instantiate(&mut store) {
         Ok(i) => i,
         Err(e) => {
@@ -599,7 +726,10 @@ fn run_guest(
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .map_err(|e| Error::input(format!("the program's _start is not usable: {e}")))?;
+    timing("instantiate", t);
+    let t = Instant::now();
     let result = start.call(&mut store, ());
+    timing("run the guest", t);
     let hit_memory = store.data().limiter.hit;
     Ok(match result {
         Ok(()) => Status::Exited(0),

@@ -691,11 +691,15 @@ fn compiled_code_cache_is_used_and_corruption_is_rebuilt() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
     let first = std::fs::metadata(entry).unwrap().modified().unwrap();
     // Corrupt one byte in the middle: the entry must be rebuilt, not run.
+    // (After a pause, so that the rewrite gets a later modification time
+    // even on file systems with coarse timestamps.)
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let mut bytes = std::fs::read(entry).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;

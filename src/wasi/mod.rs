@@ -928,7 +928,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
                 let memory = memory_of(&mut caller)?;
                 let ($mem, guest) = memory.data_and_store_mut(&mut caller);
                 let $cx = &mut guest.wasi;
-                #[allow(unused_variables)]
+                // Not every call needs both.
                 let _ = (&$mem, &$cx);
                 // A closure gives each body `?` and early returns.
                 #[allow(clippy::redundant_closure_call)]
