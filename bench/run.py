@@ -129,7 +129,9 @@ def run(args, dest, pynbox):
     native = REPO / "build/native-python/bin/python3"
     if not native.exists():
         sys.exit(f"{native} is missing: `pynbox build python` makes it")
-    system = shutil.which("python3")
+    # The machine's python3, resolved past wrappers such as pyenv's shim.
+    system = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
     sandbox = [str(dest / "bin/run")]
     only = set(args.only.split(",")) if args.only else None
     results = {"baseline": "CPython 3.13.5, same source as the sandbox, built natively without PGO/LTO (build/native-python)",
