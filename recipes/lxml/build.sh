@@ -40,10 +40,16 @@ LXML_VERSION=${PYNBOX_VERSION%-*}
 # Pinned sources
 # ---------------------------------------------------------------------------
 # libxml2 and libxslt come from Debian's source packages (the registry
-# reachable here), without Debian's patches: the orig tarballs are upstream's
-# releases (libxml2's "+dfsg" repack only drops files Debian deems non-free,
-# none of which the library build uses). bookworm's versions; lxml 6.1
-# supports libxml2 >= 2.7 and libxslt >= 1.1.23.
+# reachable here): bookworm's versions, the newest Debian has (trixie ships
+# the same 2.9.14 and 1.1.35); lxml 6.1 accepts libxml2 >= 2.7 and libxslt
+# >= 1.1.23. The orig tarballs are upstream's releases (libxml2's "+dfsg"
+# repack only drops the test suite's test/ and result/ directories).
+# Debian's patches are not applied. Note that bookworm's current revisions
+# (2.9.14+dfsg-1.3~deb12u6, 1.1.35-1+deb12u4) carry security fixes that
+# apply to these tarballs with --fuzz=0: 36 patches for libxml2 (25 CVEs)
+# and 11 for libxslt (CVE-2023-40403, CVE-2024-55549, CVE-2025-24855,
+# CVE-2025-7424); taking them in as recipes/python/patches does is an open
+# decision.
 LIBXML2_FILE=libxml2_2.9.14+dfsg.orig.tar.xz
 LIBXML2_SHA256=4fe913dec8b1ab89d13b489b419a8203176ea39e931eaa0d25b17eafb9c279e9
 LIBXML2_UPSTREAM=https://download.gnome.org/sources/libxml2/2.9/libxml2-2.9.14.tar.xz
@@ -67,14 +73,18 @@ LXML_SHA256=45222d94ddd511536f3b2f7d9deae3b2339b4ce0f075f1ca25703b07cad9dd21
 # (the case on the reference machine: pyenv's 3.11 with setuptools 65). A
 # download with build isolation (build requirements as wheels from PyPI)
 # works anywhere; fetch_pypi_sdist then verifies the file as usual.
+# Preparing the metadata runs lxml's setup.py, which exits unless it finds
+# xml2-config and xslt-config: hence the -dev packages, needed for the
+# download only.
 prefetch_pypi_sdist() {
-    local name=$1 version=$2 file=$3 tmp
-    [[ -f "$PYNBOX_CACHE/sources/$file" ]] && return 0
+    local name=$1 version=$2 file=$3 want=$4 dest=$PYNBOX_CACHE/sources/$3 tmp
+    [[ -f $dest && "$(sha256_of "$dest")" == "$want" ]] && return 0
+    ensure_apt_packages libxml2-dev libxslt1-dev
     take_lock pypi
     tmp=$(mktemp -d "$PYNBOX_CACHE/sources/.pip.XXXXXX")
     if run python3 -m pip download --quiet --no-deps --no-binary "$name" \
         -d "$tmp" "$name==$version" >&2 && [[ -f "$tmp/$file" ]]; then
-        mv "$tmp/$file" "$PYNBOX_CACHE/sources/$file"
+        mv "$tmp/$file" "$dest"
     fi
     rm -rf "$tmp"
     release_lock pypi
@@ -84,7 +94,7 @@ step "fetch pinned sources"
 LIBXML2_TARBALL=$(fetch_debian_source bookworm libxml2 "$LIBXML2_FILE" "$LIBXML2_SHA256" "$LIBXML2_UPSTREAM")
 LIBXSLT_TARBALL=$(fetch_debian_source bookworm libxslt "$LIBXSLT_FILE" "$LIBXSLT_SHA256" "$LIBXSLT_UPSTREAM")
 XZ_TARBALL=$(fetch_debian_source trixie xz-utils "$XZ_FILE" "$XZ_SHA256" "$XZ_UPSTREAM")
-prefetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE"
+prefetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE" "$LXML_SHA256"
 LXML_TARBALL=$(fetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE" "$LXML_SHA256")
 
 TOOLCHAIN_ID=$(basename "$WASI_TOOLCHAIN")
@@ -99,8 +109,8 @@ BUILD_TRIPLET=$(gcc -dumpmachine | sed 's/-linux-gnu$/-pc-linux-gnu/')
 PY_VERSION_FULL=$("$PYNBOX_DEP_PYTHON/native/bin/python3" -c \
     'import json, sys; print(json.load(open(sys.argv[1]))["version"])' "$PYNBOX_RECIPES/python/package.json")
 PY_MM=$("$PYNBOX_DEP_PYTHON/native/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-PY_WORK=$(realpath "$PYNBOX_CACHE/work/python-$PY_VERSION_FULL" 2>/dev/null) ||
-    die "no wasm CPython build tree at $PYNBOX_CACHE/work/python-$PY_VERSION_FULL: build python first"
+PY_WORK=$(realpath -e "$PYNBOX_CACHE/work/python-$PY_VERSION_FULL" 2>/dev/null) ||
+    die "no wasm CPython build tree at $PYNBOX_CACHE/work/python-$PY_VERSION_FULL (cleaned from the cache?): rebuild python, e.g. remove $PYNBOX_DEP_PYTHON and run pynbox build python"
 PY_BUILD="$PY_WORK/build"
 [[ -f "$PY_BUILD/Makefile" && -f "$PY_WORK/relink.mk" ]] ||
     die "$PY_WORK is not a python recipe build tree (no build/Makefile or relink.mk)"
@@ -221,11 +231,9 @@ LXML_MODULES=(
 # Compiled the way CPython compiles its own extension modules
 # (PY_STDMODULE_CFLAGS: the interpreter's optimisation and warning flags and
 # include dirs, without Py_BUILD_CORE, which third-party code must not see).
-# WITHOUT_THREADING: libxml2 has no thread support here and WASI no threads,
-# so lxml skips its per-thread locks (as it does on PyPy). No C line numbers
-# in Python tracebacks, as in lxml's own builds.
-LXML_DEFINES=(-DWITHOUT_THREADING -DCYTHON_CLINE_IN_TRACEBACK=0
-    -DLIBXML_STATIC -DLIBXSLT_STATIC -DLIBEXSLT_STATIC)
+# No C line numbers in Python tracebacks and the static-library defines, as
+# in lxml's own static builds (setupinfo.py's define_macros).
+LXML_DEFINES=(-DCYTHON_CLINE_IN_TRACEBACK=0 -DLIBXML_STATIC -DLIBXSLT_STATIC -DLIBEXSLT_STATIC)
 
 build_lxml_modules() {
     local dir=$1 src=$1/src cflags i name cfile obj
@@ -234,9 +242,6 @@ build_lxml_modules() {
     cflags="$(pyvar PY_STDMODULE_CFLAGS) ${LXML_DEFINES[*]} -I$src/src -I$src/src/lxml/includes"
     cflags+=" -I$LIBXML2_PREFIX/include/libxml2 -I$LIBXSLT_PREFIX/include"
     mkdir -p "$dir/obj"
-    # The relative include dirs in PY_STDMODULE_CFLAGS are relative to the
-    # CPython build tree, hence the cd. Generated Cython C trips many of
-    # CPython's -Wextra warnings; they say nothing about this build.
     {
         echo "/* Generated by recipes/lxml/build.sh: lxml's modules for PyImport_ExtendInittab. */"
         for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
@@ -248,19 +253,23 @@ build_lxml_modules() {
         done
         echo
     } >"$dir/obj/lxml_inittab.h"
+    # The relative include dirs in PY_STDMODULE_CFLAGS are relative to the
+    # CPython build tree, hence the cd.
     for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
         name=${LXML_MODULES[i]} cfile=$src/src/${LXML_MODULES[i + 1]}
         obj=$dir/obj/$name.o
         step "compile $name for wasm32-wasip1"
         # shellcheck disable=SC2086  # cflags is a make variable's word list
-        (cd "$PY_BUILD" && run "$WASI_CC" $cflags -w -c "$cfile" -o "$obj")
+        (cd "$PY_BUILD" && run "$WASI_CC" $cflags -c "$cfile" -o "$obj")
     done
     step "compile the lxml interpreter's main"
     # shellcheck disable=SC2086
     (cd "$PY_BUILD" && run "$WASI_CC" $cflags -I"$dir/obj" -c "$HERE/files/python_lxml_main.c" \
         -o "$dir/obj/python_lxml_main.o")
-    # Only the objects and the sdist's package directory are used later.
+    # Only the objects, the sdist's package directory and the files of its
+    # doc/ and samples/ that the tests read (see the staging) are used later.
     mv "$src/src/lxml" "$dir/lxml"
+    mv "$src/doc" "$src/samples" "$dir/"
     rm -rf "$src"
 }
 MODULES_KEY=$(cache_key "$LXML_SHA256" "$PY_BUILD_ID" "$TOOLCHAIN_ID" "$LIBXML2_KEY" "$LIBXSLT_KEY" \
@@ -299,13 +308,31 @@ rm -rf "$PYNBOX_OUT/.relink"
 
 step "stage lxml's Python modules and tests"
 # The package directory minus what only a C build uses (Cython sources, C,
-# headers, the .pxd includes/); everything else is kept, including the
-# .py twins of the compiled modules (for tracebacks and inspect) and the
-# tests' data files.
+# headers, the .pxd includes/) and minus the .py sources of the modules
+# compiled in above, which the built-in modules shadow for good.
+twins=()
+for ((i = 1; i < ${#LXML_MODULES[@]}; i += 2)); do
+    py=${LXML_MODULES[i]%.c}.py
+    if [[ -f "$MODULES/$py" ]]; then
+        twins+=("--exclude=./${py#lxml/}")
+    fi
+done
 mkdir -p "$SITE/lxml"
 tar -C "$MODULES/lxml" -cf - --exclude='*.c' --exclude='*.h' --exclude='*.pyx' \
-    --exclude='*.pxd' --exclude='*.pxi' --exclude=./includes --exclude=__pycache__ . |
+    --exclude='*.pxd' --exclude='*.pxi' --exclude=./includes --exclude=__pycache__ "${twins[@]}" . |
     tar -C "$SITE/lxml" -xf -
+# The tests also read files at the root of lxml's source tree: the doctests
+# in doc/ that several modules add (make_doctest() in
+# tests/common_imports.py), doc/test.xml and samples/*.xml, both opened
+# relative to the current directory. They go to tests/source-tree/, which
+# the runner copies into its working directory.
+mapfile -t doctest_files < <(grep -oh "make_doctest('[^']*')" "$SITE"/lxml/tests/*.py "$SITE"/lxml/html/tests/*.py |
+    sed "s/make_doctest('\\(.*\\)')/\\1/" | sort -u)
+mkdir -p "$SITE/lxml/tests/source-tree/doc"
+for f in "${doctest_files[@]}" test.xml; do
+    install -m 0644 "$MODULES/doc/$f" "$SITE/lxml/tests/source-tree/doc/$f"
+done
+cp -r "$MODULES/samples" "$SITE/lxml/tests/source-tree/samples"
 install -m 0644 "$HERE/files/run_lxml_tests.py" "$SITE/lxml/run_lxml_tests.py"
 install -m 0644 "$HERE/known-failures.txt" "$SITE/lxml/known-failures.txt"
 
