@@ -13,8 +13,8 @@ say "build pynbox"
 cargo build --release --locked --all-targets
 pynbox=$CARGO_TARGET_DIR/release/pynbox
 
-say "build the python and tests packages (cached)"
-"$pynbox" build python tests
+say "build the python, tests and lxml packages (cached)"
+"$pynbox" build python tests lxml
 
 dest=$(mktemp -d "${TMPDIR:-/tmp}/pynbox-ci.XXXXXX")/sandbox
 trap 'rm -rf "$(dirname "$dest")"' EXIT
@@ -25,6 +25,9 @@ say "quick start: install into $dest"
 
 say "cargo test"
 PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast -- --test-threads=2
+
+say "fuzz (each target briefly; scripts/fuzz.sh SECONDS for longer)"
+scripts/fuzz.sh "${PYNBOX_FUZZ_SECONDS:-60}"
 
 say "example"
 cargo run --release --locked --example embed -- "$dest"
