@@ -221,8 +221,75 @@ fetch_debian_source() {
 }
 
 # fetch_pypi_sdist NAME VERSION FILENAME SHA256
-# Source distributions from PyPI through pip (the ordinary client), verified
-# the same way. Prints the path of the verified file.
+# A source distribution from PyPI, verified the same way. Prints the path of
+# the verified file.
+#
+# `pip download` cannot fetch an sdist without preparing its metadata, which
+# runs the package's build backend (setup.py) on this host before the file
+# can be checked: that needs the package's build dependencies (lxml's
+# setup.py exits without xml2-config and xslt-config) and runs unverified
+# code. So the file is looked up by name in the simple repository index that
+# pip is configured to use (pip's index-url, cert and proxy settings: `pip
+# config list`, PIP_* variables; PEP 691 JSON or PEP 503 HTML) and
+# downloaded as it is, without any build step. Only if that fails (e.g. an
+# index that needs pip's keyring authentication) does pip download it, with
+# build isolation; that works for sdists whose metadata can be prepared here.
+_pypi_fetch_py='
+import ast, html.parser, json, re, ssl, subprocess, sys, urllib.parse, urllib.request
+name, filename, dest = sys.argv[1:4]
+try:
+    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
+                         capture_output=True, text=True, check=True).stdout
+except (OSError, subprocess.CalledProcessError):
+    out = ""
+conf = {}
+for line in out.splitlines():
+    key, sep, value = line.partition("=")
+    if sep:
+        try:
+            conf[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            conf[key] = value
+def setting(key, default=None):
+    # Environment over the [download] section over [global], as pip does.
+    for section in (":env:", "download", "global"):
+        if section + "." + key in conf:
+            return conf[section + "." + key]
+    return default
+index = setting("index-url", "https://pypi.org/simple")
+context = ssl.create_default_context(cafile=setting("cert"))
+handlers = [urllib.request.HTTPSHandler(context=context)]
+if setting("proxy"):
+    handlers.append(urllib.request.ProxyHandler({"http": setting("proxy"), "https": setting("proxy")}))
+opener = urllib.request.build_opener(*handlers)
+timeout = float(setting("timeout", setting("default-timeout", "60")))
+project = re.sub(r"[-_.]+", "-", name).lower()
+page = index.rstrip("/") + "/" + project + "/"
+print("[pynbox] looking up %s in %s" % (filename, page), file=sys.stderr)
+req = urllib.request.Request(page, headers={
+    "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+with opener.open(req, timeout=timeout) as r:
+    base, ctype, body = r.geturl(), r.headers.get("Content-Type", ""), r.read()
+links = {}
+if ctype.startswith("application/vnd.pypi.simple.v1+json"):
+    for f in json.loads(body)["files"]:
+        links[f["filename"]] = f["url"]
+else:
+    class Anchors(html.parser.HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            href = dict(attrs).get("href") if tag == "a" else None
+            if href:
+                path = urllib.parse.urlsplit(href).path
+                links[urllib.parse.unquote(path.rsplit("/", 1)[-1])] = href
+    Anchors().feed(body.decode("utf-8", "replace"))
+if filename not in links:
+    sys.exit("%s does not list %s" % (page, filename))
+url = urllib.parse.urljoin(base, links[filename]).split("#", 1)[0]
+print("[pynbox] fetching " + url, file=sys.stderr)
+with opener.open(url, timeout=timeout) as r, open(dest, "wb") as f:
+    while chunk := r.read(1 << 20):
+        f.write(chunk)
+'
 fetch_pypi_sdist() {
     local name=$1 version=$2 file=$3 want=$4
     local dest="$PYNBOX_CACHE/sources/$file" got tmp
@@ -231,14 +298,24 @@ fetch_pypi_sdist() {
         return 0
     fi
     take_lock pypi
+    if [[ -f $dest && "$(sha256_of "$dest")" == "$want" ]]; then
+        release_lock pypi
+        echo "$dest"
+        return 0
+    fi
     tmp=$(mktemp -d "$PYNBOX_CACHE/sources/.pip.XXXXXX")
-    echo "[pynbox] fetching $name==$version from PyPI" >&2
-    # pip prepares an sdist's metadata even just to download it, which runs the
-    # build backend; build isolation lets pip fetch that backend from PyPI.
-    if ! run python3 -m pip download --quiet --no-deps --no-binary :all: \
-        -d "$tmp" "$name==$version" >&2; then
-        rm -rf "$tmp"
-        die "pip could not download the sdist of $name==$version"
+    echo "[pynbox] fetching $file ($name==$version) from PyPI" >&2
+    if ! python3 -c "$_pypi_fetch_py" "$name" "$file" "$tmp/$file" >&2; then
+        echo "[pynbox] the index lookup failed; trying pip download (runs $name's build backend)" >&2
+        rm -f "$tmp/$file"
+        # --no-binary for this package only: the backend and its
+        # requirements come as wheels (with :all: pip would build them from
+        # their sdists, minutes for Cython).
+        if ! run python3 -m pip download --quiet --no-deps --no-binary "$name" \
+            -d "$tmp" "$name==$version" >&2; then
+            rm -rf "$tmp"
+            die "could not download $file ($name==$version) from PyPI, neither by name from the index nor with pip download"
+        fi
     fi
     [[ -f "$tmp/$file" ]] || { ls "$tmp" >&2; rm -rf "$tmp"; die "pip downloaded no $file for $name==$version"; }
     got=$(sha256_of "$tmp/$file")

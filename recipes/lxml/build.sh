@@ -20,8 +20,10 @@
 #       run_lxml_tests.py and known-failures.txt
 #
 # Stages cached under $PYNBOX_CACHE/work/, keyed by their inputs:
-#   wasmlib-libxml2-KEY   static libxml2 for wasm32-wasip1 (prefix/)
-#   wasmlib-libxslt-KEY   static libxslt + libexslt (prefix/)
+#   wasmlib-libxml2-KEY   static libxml2 for wasm32-wasip1 (prefix/), with
+#                         the patches in patches/libxml2/series
+#   wasmlib-libxslt-KEY   static libxslt + libexslt (prefix/), with the
+#                         patches in patches/libxslt/series
 #   lxml-modules-KEY      lxml's compiled modules + main, as objects
 # shellcheck source=../lib.sh
 source "$PYNBOX_RECIPES/lib.sh"
@@ -44,12 +46,13 @@ LXML_VERSION=${PYNBOX_VERSION%-*}
 # the same 2.9.14 and 1.1.35); lxml 6.1 accepts libxml2 >= 2.7 and libxslt
 # >= 1.1.23. The orig tarballs are upstream's releases (libxml2's "+dfsg"
 # repack only drops the test suite's test/ and result/ directories).
-# Debian's patches are not applied. Note that bookworm's current revisions
-# (2.9.14+dfsg-1.3~deb12u6, 1.1.35-1+deb12u4) carry security fixes that
-# apply to these tarballs with --fuzz=0: 36 patches for libxml2 (25 CVEs)
-# and 11 for libxslt (CVE-2023-40403, CVE-2024-55549, CVE-2025-24855,
-# CVE-2025-7424); taking them in as recipes/python/patches does is an open
-# decision.
+# Debian's security fixes are applied on top: patches/libxml2/ and
+# patches/libxslt/ hold bookworm's (2.9.14+dfsg-1.3~deb12u6 and
+# 1.1.35-1+deb12u4), copied verbatim and applied in the order of their
+# series files, as recipes/python/patches are; each series says which
+# Debian patches were left out and why. Copies here mean a new Debian
+# revision cannot break the build; taking in a newer one means copying its
+# patches and updating the series.
 LIBXML2_FILE=libxml2_2.9.14+dfsg.orig.tar.xz
 LIBXML2_SHA256=4fe913dec8b1ab89d13b489b419a8203176ea39e931eaa0d25b17eafb9c279e9
 LIBXML2_UPSTREAM=https://download.gnome.org/sources/libxml2/2.9/libxml2-2.9.14.tar.xz
@@ -67,34 +70,10 @@ XZ_UPSTREAM=https://github.com/tukaani-project/xz/releases/download/v5.8.1/xz-5.
 LXML_FILE=lxml-$LXML_VERSION.tar.gz
 LXML_SHA256=45222d94ddd511536f3b2f7d9deae3b2339b4ce0f075f1ca25703b07cad9dd21
 
-# lib.sh's fetch_pypi_sdist downloads with --no-build-isolation, so pip
-# prepares lxml's metadata with the host python's own setuptools; one older
-# than 70.1 has no bdist_wheel without the `wheel` package and pip gives up
-# (the case on the reference machine: pyenv's 3.11 with setuptools 65). A
-# download with build isolation (build requirements as wheels from PyPI)
-# works anywhere; fetch_pypi_sdist then verifies the file as usual.
-# Preparing the metadata runs lxml's setup.py, which exits unless it finds
-# xml2-config and xslt-config: hence the -dev packages, needed for the
-# download only.
-prefetch_pypi_sdist() {
-    local name=$1 version=$2 file=$3 want=$4 dest=$PYNBOX_CACHE/sources/$3 tmp
-    [[ -f $dest && "$(sha256_of "$dest")" == "$want" ]] && return 0
-    ensure_apt_packages libxml2-dev libxslt1-dev
-    take_lock pypi
-    tmp=$(mktemp -d "$PYNBOX_CACHE/sources/.pip.XXXXXX")
-    if run python3 -m pip download --quiet --no-deps --no-binary "$name" \
-        -d "$tmp" "$name==$version" >&2 && [[ -f "$tmp/$file" ]]; then
-        mv "$tmp/$file" "$dest"
-    fi
-    rm -rf "$tmp"
-    release_lock pypi
-}
-
 step "fetch pinned sources"
 LIBXML2_TARBALL=$(fetch_debian_source bookworm libxml2 "$LIBXML2_FILE" "$LIBXML2_SHA256" "$LIBXML2_UPSTREAM")
 LIBXSLT_TARBALL=$(fetch_debian_source bookworm libxslt "$LIBXSLT_FILE" "$LIBXSLT_SHA256" "$LIBXSLT_UPSTREAM")
 XZ_TARBALL=$(fetch_debian_source trixie xz-utils "$XZ_FILE" "$XZ_SHA256" "$XZ_UPSTREAM")
-prefetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE" "$LXML_SHA256"
 LXML_TARBALL=$(fetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE" "$LXML_SHA256")
 
 TOOLCHAIN_ID=$(basename "$WASI_TOOLCHAIN")
@@ -178,22 +157,47 @@ build_wasmlib_libxslt() {
     run make -C libexslt "${NO_AUTOTOOLS[@]}" install-libLTLIBRARIES install-exsltincHEADERS install-nodist_exsltincHEADERS
 }
 
+# patch_series NAME: sets PATCHES to the entries of patches/NAME/series (in
+# order; comment and blank lines skipped) and PATCH_KEY to cache_key
+# arguments for them (each name and its content).
+patch_series() {
+    local p
+    mapfile -t PATCHES < <(grep -v '^\s*#' "$HERE/patches/$1/series" | sed '/^\s*$/d')
+    PATCH_KEY=()
+    for p in "${PATCHES[@]}"; do PATCH_KEY+=("$p" "@$HERE/patches/$1/$p"); done
+}
+# apply_patches NAME DIR: applies PATCHES from patches/NAME/ to the tree in
+# DIR the way the python recipe does: -p1, no fuzz, refusing reversed ones.
+# A patch that touches a Makefile.am leaves it newer than Makefile.in; with
+# NO_AUTOTOOLS, make's regeneration rule then runs `true` and goes on.
+apply_patches() {
+    local lib=$1 dir=$2 p
+    for p in "${PATCHES[@]}"; do
+        echo "applying $p"
+        patch -d "$dir" -p1 -N --fuzz=0 --no-backup-if-mismatch <"$HERE/patches/$lib/$p" ||
+            die "patches/$lib/$p does not apply to the $lib sources"
+    done
+}
+
 # build_wasmlib NAME TARBALL EXTRA_KEY...: runs build_wasmlib_NAME in the
-# unpacked tarball (install prefix as $1) unless a stage with the same key
-# exists; sets WASMLIB_PREFIX and WASMLIB_KEY.
+# unpacked tarball, patched with patches/NAME/series (install prefix as $1),
+# unless a stage with the same key exists; sets WASMLIB_PREFIX and
+# WASMLIB_KEY.
 build_wasmlib() {
     local lib=$1 tarball=$2 key dir
     shift 2
-    key=$(cache_key @"$tarball" "$TOOLCHAIN_ID" "$WASM_LIB_CFLAGS" @"$XZ_TARBALL" \
-        "$(declare -f refresh_config_scripts "build_wasmlib_$lib")" "${NO_AUTOTOOLS[*]}" "$@")
+    patch_series "$lib"
+    key=$(cache_key @"$tarball" "${PATCH_KEY[@]}" "$TOOLCHAIN_ID" "$WASM_LIB_CFLAGS" @"$XZ_TARBALL" \
+        "$(declare -f apply_patches refresh_config_scripts "build_wasmlib_$lib")" "${NO_AUTOTOOLS[*]}" "$@")
     dir="$PYNBOX_CACHE/work/wasmlib-$lib-$key"
     take_lock "wasmlib-$lib-$key"
     if stage_done "$dir"; then
         step "$lib for wasm32-wasip1 (cached)"
     else
-        step "build $lib for wasm32-wasip1"
+        step "patch and build $lib for wasm32-wasip1 (${#PATCHES[@]} patches)"
         stage_begin "$dir"
         unpack "$tarball" "$dir/src"
+        apply_patches "$lib" "$dir/src"
         (cd "$dir/src" && "build_wasmlib_$lib" "$dir/prefix")
         [[ -d "$dir/prefix/include" && -d "$dir/prefix/lib" ]] ||
             die "build_wasmlib_$lib did not install include/ and lib/ into $dir/prefix"
