@@ -249,17 +249,17 @@ def report(name, r):
 
 
 def fmt(s):
-    unit = 1e3
-    return f"{s['median'] * unit:8.2f} ms [{s['min'] * unit:.2f}-{s['max'] * unit:.2f}]"
+    unit, name = (1e3, "ms") if s["median"] >= 1e-3 else (1e6, "us")
+    return f"{s['median'] * unit:8.2f} {name} [{s['min'] * unit:.2f}-{s['max'] * unit:.2f}]"
 
 
 def summary(results):
     print()
-    print(f"{'benchmark':<22} {'native ms':>10} {'sandbox ms':>11} {'ratio':>7} {'system ms':>10} {'ratio':>7}")
+    print(f"{'benchmark':<22} {'native us':>11} {'sandbox us':>11} {'ratio':>7} {'system us':>11} {'ratio':>7}")
     for name, r in results["benchmarks"].items():
-        n, s = r["native"]["median"] * 1e3, r["sandbox"]["median"] * 1e3
-        y = f"{r['system']['median'] * 1e3:10.2f} {r['system']['median'] * 1e3 / n:6.2f}x" if "system" in r else f"{'n/a':>10}"
-        print(f"{name:<22} {n:10.2f} {s:11.2f} {s / n:6.2f}x {y}")
+        n, s = r["native"]["median"] * 1e6, r["sandbox"]["median"] * 1e6
+        y = f"{r['system']['median'] * 1e6:11.1f} {r['system']['median'] * 1e6 / n:6.2f}x" if "system" in r else f"{'n/a':>11}"
+        print(f"{name:<22} {n:11.1f} {s:11.1f} {s / n:6.2f}x {y}")
     if "compute_geomean_ratio" in results:
         worst = max((r["sandbox"]["median"] / r["native"]["median"], k) for k, r in results["benchmarks"].items()
                     if not k.startswith("start"))
