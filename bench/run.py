@@ -189,7 +189,9 @@ def run(args, dest, pynbox):
     stub = REPO / "bench"
     # Some benchmarks write temporary files: the sandbox gets a /tmp.
     scratch = tempfile.mkdtemp(prefix="pynbox-bench-tmp-")
-    jobs = [(name, name, []) for name in COMPUTE] + [LXML]
+    # Benchmarks that hold several take the name of the one to run.
+    args_for = {"pickle": ["pickle"]}
+    jobs = [(name, name, args_for.get(name, [])) for name in COMPUTE] + [LXML]
     for name, bm_name, extra in jobs:
         if only and name not in only:
             continue
@@ -204,7 +206,7 @@ def run(args, dest, pynbox):
                                    "-m", f"{scratch}:/tmp:rw", "-E", "PYTHONPATH=/stub", "python", f"/bm/{script}", "--values", "3", *extra], clean_env),
         }
         if name != LXML[0]:
-            cmds["system"] = ([system, str(bm / script), "--values", "3"], dict(clean_env, PYTHONPATH=str(stub)))
+            cmds["system"] = ([system, str(bm / script), "--values", "3", *extra], dict(clean_env, PYTHONPATH=str(stub)))
         rows = {k: [] for k in cmds}
         try:
             for _ in range(max(1, args.reps // 2)):
