@@ -23,7 +23,11 @@ fn install_into(dest: &Path, pkgs: &[&str]) {
         .arg(&repo)
         .output()
         .unwrap();
-    assert!(out.status.success(), "install failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "install failed: {}",
+        text(&out.stderr)
+    );
 }
 
 fn python(dest: &Path, extra: &[&str], code: &str) -> Output {
@@ -79,7 +83,11 @@ fn lxml_works_inside_and_goes_away_when_removed() {
     install_into(&dest, &["python"]);
     let out = python(&dest, &[], "import lxml");
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("ModuleNotFoundError: No module named 'lxml'"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ModuleNotFoundError: No module named 'lxml'"),
+        "{}",
+        text(&out.stderr)
+    );
 
     install_into(&dest, &["lxml"]);
     let data = data_dir();
@@ -91,22 +99,35 @@ fn lxml_works_inside_and_goes_away_when_removed() {
     ];
     let m: Vec<&str> = mounts.iter().map(String::as_str).collect();
     let out = python(&dest, &m, LXML_WORKS);
-    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).starts_with("lxml ok"));
     let written = std::fs::read_to_string(data.path().join("out.xml")).unwrap();
     assert!(written.contains("<n>beta</n>"), "{written}");
     // The base interpreter did not grow: lxml brings its own.
-    let base = std::fs::metadata(dest.join("root/python/bin/python.wasm")).unwrap().len();
-    let with = std::fs::metadata(dest.join("root/python/bin/python-lxml.wasm")).unwrap().len();
+    let base = std::fs::metadata(dest.join("root/python/bin/python.wasm"))
+        .unwrap()
+        .len();
+    let with = std::fs::metadata(dest.join("root/python/bin/python-lxml.wasm"))
+        .unwrap()
+        .len();
     assert!(with > base + 1_000_000, "{base} {with}");
-    assert!(run(&["verify", &dest.display().to_string()]).status.success());
+    assert!(run(&["verify", &dest.display().to_string()])
+        .status
+        .success());
 
     let out = run(&["remove", &dest.display().to_string(), "lxml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = python(&dest, &[], "import lxml");
     assert_eq!(out.status.code(), Some(1));
     assert!(!dest.join("root/python/bin/python-lxml.wasm").exists());
-    assert!(run(&["verify", &dest.display().to_string()]).status.success());
+    assert!(run(&["verify", &dest.display().to_string()])
+        .status
+        .success());
     let out = python(&dest, &[], "print('base ok')");
     assert_eq!(text(&out.stdout).trim(), "base ok");
 }
@@ -121,7 +142,11 @@ fn lxml_test_suite_passes_but_for_known_failures() {
     let out = Command::new(dest.join("bin/test_lxml")).output().unwrap();
     let o = text(&out.stdout);
     assert!(out.status.success(), "{o}\n{}", text(&out.stderr));
-    let summary = o.lines().rev().find(|l| l.starts_with("lxml tests:")).unwrap_or_default();
+    let summary = o
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("lxml tests:"))
+        .unwrap_or_default();
     println!("{summary}");
     let passed: u32 = summary
         .split_whitespace()
