@@ -918,7 +918,7 @@ pub fn verify_receipt(dest: &Dest, r: &Receipt) -> Vec<String> {
         match dest.dir.open(&f.path) {
             Ok(file) => {
                 let mut file = file.into_std();
-                let ok = match hash_reader(&mut file) {
+                let ok = match packages::hash_reader(&mut file) {
                     Ok((h, n)) => h == f.sha256 && n == f.size,
                     Err(_) => false,
                 };
@@ -930,22 +930,6 @@ pub fn verify_receipt(dest: &Dest, r: &Receipt) -> Vec<String> {
         }
     }
     problems
-}
-
-fn hash_reader(r: &mut impl Read) -> std::io::Result<(String, u64)> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((hex::encode(h.finalize()), n))
 }
 
 /// Removes the named packages' files and receipts.

@@ -251,7 +251,8 @@ fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     hash_reader(&mut f)
 }
 
-fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
+/// The sha256 (hex) and length of everything `r` yields.
+pub(crate) fn hash_reader(r: &mut impl Read) -> io::Result<(String, u64)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n = 0u64;

@@ -344,46 +344,30 @@ fn open_file_identity(f: &File) -> Option<String> {
     ))
 }
 
+/// Writes then renames, so that a reader never sees half a file.
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), fastrand_suffix()));
-    std::fs::write(&tmp, data)?;
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
 }
 
-/// Size, modification time and inode: what changes when a file is
-/// rewritten or replaced.
+/// The identity of the file at `p` (see [`open_file_identity`]).
 fn file_identity(p: &Path) -> Option<String> {
-    let m = std::fs::metadata(p).ok()?;
-    let mtime = m
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?;
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&m);
-    #[cfg(not(unix))]
-    let ino = 0;
-    Some(format!("{} {} {ino}", m.len(), mtime.as_nanos()))
+    open_file_identity(&File::open(p).ok()?)
 }
 
 fn store_cache_entry(entry: &Path, module: &Module) -> std::io::Result<()> {
     let body = module
         .serialize()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let dir = entry.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    // Write then rename, so that a reader never sees half an entry.
-    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), fastrand_suffix()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(&body)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, entry).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    std::fs::create_dir_all(entry.parent().unwrap_or(Path::new(".")))?;
+    write_atomically(entry, &body)?;
     let sum = format!(
         "{}\n{}\n",
         blake3::hash(&body).to_hex(),

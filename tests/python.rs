@@ -192,9 +192,6 @@ fn set_nonblocking(f: &std::fs::File) {
 fn host_drives_python_over_pipes_3_and_4() {
     let code = r#"
 import json, os
-inp = os.fdopen(3, 'rb', buffering=0)
-out = os.fdopen(4, 'wb', buffering=0)
-r = inp.makefile = None
 buf = b''
 n = 0
 while True:
@@ -214,27 +211,7 @@ print('served', n)
     let mut cmd = bin_run();
     cmd.args(["-h", "3:3", "-h", "4:4", "python", "-c", code])
         .stdout(Stdio::piped());
-    use std::os::fd::IntoRawFd;
-    let r = to_guest_r.into_raw_fd();
-    let w = from_guest_w.into_raw_fd();
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            let r2 = libc::fcntl(r, libc::F_DUPFD, 100);
-            let w2 = libc::fcntl(w, libc::F_DUPFD, 100);
-            if r2 < 0 || w2 < 0 || libc::dup2(r2, 3) < 0 || libc::dup2(w2, 4) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(r2);
-            libc::close(w2);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().unwrap();
-    unsafe {
-        libc::close(r);
-        libc::close(w);
-    }
+    let child = spawn_with_fds_3_4(&mut cmd, to_guest_r, from_guest_w);
     let mut reader = BufReader::new(from_guest_r);
     for i in 0..1000u64 {
         writeln!(to_guest_w, "{{\"id\": {i}, \"values\": [{i}, 1, 2]}}").unwrap();

@@ -466,31 +466,8 @@ fn host_drives_guest_over_pipes_on_3_and_4() {
     let (from_guest_r, from_guest_w) = std::io::pipe().unwrap();
     let mut cmd = pynbox();
     cmd.args(["run", "-h", "3:3", "-h", "4:4", &probe(), "echo", "3=4"]);
-    // Place the pipe ends at 3 and 4 in the child, as a parent shell would.
-    use std::os::fd::{AsRawFd, IntoRawFd};
-    let r = to_guest_r.into_raw_fd();
-    let w = from_guest_w.into_raw_fd();
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            // Move both out of the way first: either may already be 3 or 4.
-            let r2 = libc::fcntl(r, libc::F_DUPFD, 100);
-            let w2 = libc::fcntl(w, libc::F_DUPFD, 100);
-            if r2 < 0 || w2 < 0 || libc::dup2(r2, 3) < 0 || libc::dup2(w2, 4) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(r2);
-            libc::close(w2);
-            Ok(())
-        });
-    }
-    let child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-    unsafe {
-        libc::close(r);
-        libc::close(w);
-    }
+    let child = spawn_with_fds_3_4(cmd.stdout(Stdio::piped()), to_guest_r, from_guest_w);
     let mut reader = BufReader::new(from_guest_r);
-    let _ = reader.get_ref().as_raw_fd();
     for i in 0..1000 {
         writeln!(to_guest_w, "request {i}").unwrap();
         let mut line = String::new();

@@ -195,3 +195,37 @@ pub fn run_cli_measured(args: &[String]) -> (std::process::ExitStatus, i64) {
     std::mem::forget(child);
     (std::process::ExitStatus::from_raw(status), ru.ru_maxrss)
 }
+
+/// Spawns `cmd` with `r` as its descriptor 3 and `w` as its descriptor 4,
+/// as a parent shell would (`3<&r 4>&w`), and closes them here.
+pub fn spawn_with_fds_3_4(
+    cmd: &mut Command,
+    r: std::io::PipeReader,
+    w: std::io::PipeWriter,
+) -> std::process::Child {
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::process::CommandExt;
+    let r = r.into_raw_fd();
+    let w = w.into_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both out of the way first: either may already be 3 or 4.
+            let r2 = libc::fcntl(r, libc::F_DUPFD, 100);
+            let w2 = libc::fcntl(w, libc::F_DUPFD, 100);
+            if r2 < 0 || w2 < 0 || libc::dup2(r2, 3) < 0 || libc::dup2(w2, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(r2);
+            libc::close(w2);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    // SAFETY: the raw descriptors are ours; the child has its own copies.
+    unsafe {
+        libc::close(r);
+        libc::close(w);
+    }
+    child
+}
