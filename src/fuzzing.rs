@@ -32,7 +32,12 @@ pub fn specs(data: &[u8]) {
         assert!(!s.starts_with('/') && !s.split('/').any(|c| c == ".."));
     }
     let _ = packages::parse_archive_name(&s);
-    let (a, b) = s.split_at(s.len() / 2);
+    // Split at a character boundary: the text is arbitrary UTF-8.
+    let mid = s
+        .char_indices()
+        .nth(s.chars().count() / 2)
+        .map_or(s.len(), |(i, _)| i);
+    let (a, b) = s.split_at(mid);
     let _ = packages::compare_versions(a, b);
 }
 
