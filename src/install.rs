@@ -112,7 +112,11 @@ impl Repo {
                 std::fs::create_dir_all(downloads)
                     .map_err(io_err("creating the download directory"))?;
                 let dest = downloads.join(&entry.file);
-                download(&format!("{u}/{}", entry.file), &dest, entry.size)?;
+                // Fetched already in this install (to read its manifest):
+                // it is checked below like a fresh download.
+                if !dest.exists() {
+                    download(&format!("{u}/{}", entry.file), &dest, entry.size)?;
+                }
                 dest
             }
         };
@@ -649,10 +653,8 @@ fn resolve(
     let deps = archive_depends(repo, entry, dest)
         .map_err(|e| PackageError(format!("{}: {e}; nothing was installed", entry.file)))?;
     for d in deps {
-        if dest.receipt(&d)?.is_none() || !order.iter().any(|e| e.name == d) {
-            if dest.receipt(&d)?.is_some() && version.is_none() {
-                continue;
-            }
+        // A dependency that is installed already is kept as it is.
+        if dest.receipt(&d)?.is_none() {
             resolve(index, repo, &d, None, order, visiting, dest)?;
         }
     }
