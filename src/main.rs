@@ -180,9 +180,16 @@ fn main() -> ExitCode {
             }
             // One line that says what is wrong, and where to read more.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("pynbox: {first} (see pynbox --help)");
+            // The message, with its indented details (missing argument
+            // names), up to the first blank line.
+            let msg: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let msg = msg.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            eprintln!("pynbox: {msg} (see pynbox --help)");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -378,6 +385,13 @@ fn run(a: RunArgs) -> ExitCode {
     };
 
     let (program, guest_args) = a.command.split_first().expect("clap requires PROGRAM");
+    // Options after PROGRAM belong to the guest; one before it that clap
+    // did not know lands here.
+    if program.starts_with('-') {
+        return usage(format!(
+            "unknown option '{program}' (see pynbox run --help)"
+        ));
+    }
     if std::env::var_os("VERBOSE").is_some_and(|v| v != "0" && !v.is_empty()) {
         eprintln!(
             "{}",

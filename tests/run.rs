@@ -556,7 +556,10 @@ fn one_line_usage_error(out: &std::process::Output, needle: &str) {
 fn bad_command_lines_give_one_line_errors() {
     let t = tree();
     let p = probe();
-    one_line_usage_error(&run(&["run", "--frobnicate", &p]), "--frobnicate");
+    one_line_usage_error(
+        &run(&["run", "--frobnicate", &p]),
+        "unknown option '--frobnicate'",
+    );
     one_line_usage_error(&run(&["run", "-m", "/tmp:/data", &p]), "mode is missing");
     one_line_usage_error(&run(&["run", "-m", "/tmp:/data:rx", &p]), "ro or rw");
     one_line_usage_error(
