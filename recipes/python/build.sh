@@ -375,6 +375,16 @@ EOF2
 # prefix keeps the root identical wherever the cache lives.
 sed -i "s#$PYNBOX_CACHE/#/pynbox-cache/#g" "$LIBDIR"/_sysconfigdata_*.py
 
+step "add the IANA time zone database (tzdata)"
+# The sandbox has no /usr/share/zoneinfo; zoneinfo then reads the tzdata
+# package, which is pure data. Upstream: https://pypi.org/project/tzdata/
+# (from https://www.iana.org/time-zones).
+TZDATA_VERSION=2026.6
+TZDATA_SHA256=85d2cd9c09f81f0bb29db27759fc83af4f1e620efb814f8c5bf8b4cc4feece6d
+tzsrc=$(fetch_pypi_sdist tzdata "$TZDATA_VERSION" "tzdata-$TZDATA_VERSION.tar.gz" "$TZDATA_SHA256")
+mkdir -p "$LIBDIR/site-packages"
+run tar -C "$LIBDIR/site-packages" -xzf "$tzsrc" --strip-components=2 "tzdata-$TZDATA_VERSION/src/tzdata"
+
 step "precompile the standard library"
 # unchecked-hash .pyc: never compared with the .py's mtime, so the read-only
 # root imports without recompiling and the result does not depend on file
