@@ -205,25 +205,20 @@ impl Runtime {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut file, &mut bytes)
             .map_err(|e| Error::input(format!("cannot read program '{name}': {e}")))?;
-        let program = self.load_bytes(name, &bytes)?;
+        check_magic(name, &bytes)?;
+        let (module, key) = self.compile_cached(name, &bytes)?;
         if let Some(index) = index {
-            let key = self.cache_key(&bytes);
             let _ = std::fs::create_dir_all(index.parent().unwrap())
                 .and_then(|_| write_atomically(&index, key.as_bytes()));
         }
-        Ok(program)
+        self.link(name, module)
     }
 
     /// Loads a program from the bytes of a wasm module; `name` is used in
     /// messages.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Program, Error> {
-        if !bytes.starts_with(b"\0asm") {
-            return Err(Error::input(format!(
-                "'{name}' is not a WebAssembly module (it does not start with \\0asm): \
-                 give a .wasm file compiled for wasm32-wasip1"
-            )));
-        }
-        let module = self.compile_cached(name, bytes)?;
+        check_magic(name, bytes)?;
+        let (module, _) = self.compile_cached(name, bytes)?;
         self.link(name, module)
     }
 
@@ -262,18 +257,20 @@ impl Runtime {
         key.finalize().to_hex()[..32].to_string()
     }
 
-    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
+    /// The compiled module and its cache key.
+    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<(Module, String), Error> {
         let t = Instant::now();
+        let key = self.cache_key(bytes);
         let entry = self
             .cache_dir
             .as_ref()
-            .map(|d| d.join(format!("{}.cwasm", self.cache_key(bytes))));
+            .map(|d| d.join(format!("{key}.cwasm")));
         timing("hash the module", t);
         if let Some(entry) = &entry {
             let t = Instant::now();
             if let Some(module) = self.load_cache_entry(entry) {
                 timing("load compiled code from the cache", t);
-                return Ok(module);
+                return Ok((module, key));
             }
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| {
@@ -286,7 +283,7 @@ impl Runtime {
             // A cache that cannot be written only costs speed.
             let _ = store_cache_entry(entry, &module);
         }
-        Ok(module)
+        Ok((module, key))
     }
 
     /// A cache entry is `KEY.cwasm`, exactly what `Module::serialize`
@@ -355,6 +352,16 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+fn check_magic(name: &str, bytes: &[u8]) -> Result<(), Error> {
+    if bytes.starts_with(b"\0asm") {
+        return Ok(());
+    }
+    Err(Error::input(format!(
+        "'{name}' is not a WebAssembly module (it does not start with \\0asm): \
+         give a .wasm file compiled for wasm32-wasip1"
+    )))
 }
 
 /// The identity of the file at `p` (see [`open_file_identity`]).
