@@ -30,24 +30,39 @@ fn main() {
     let dest = std::path::PathBuf::from(args.next().expect("usage: bench_api DEST [LIVE_COUNT]"));
     let live_target: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(500);
     let rt = Runtime::new(Some(dest.join("cache"))).unwrap();
-    let python = rt
+    let plain = rt
         .load_file(&dest.join("root/python/bin/python.wasm"))
         .unwrap();
+    // The pre-initialised interpreter `pynbox install` made, as an
+    // embedder would load it.
+    let python = rt
+        .load_file(&dest.join(pynbox::preinit::INSTALL_PATH))
+        .expect("DEST has no pre-initialised python: install with this pynbox");
     let root = MountSpec::parse(&format!("{}:/:ro", dest.join("root").display())).unwrap();
-    let probe_wasm = dest.join("root/test/test_pynbox_native.wasm");
 
-    // Fresh sandbox + `pass`, in process: Python, and the smallest C guest.
-    let mut py_ms = Vec::new();
-    for _ in 0..30 {
-        let t = Instant::now();
-        let r = Sandbox::new(&python)
-            .mount(root.clone())
-            .args(["-c", "pass"])
-            .run()
-            .unwrap();
-        assert_eq!(r.status, Status::Exited(0));
-        py_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    // Fresh sandbox + `pass`, in process: Python pre-initialised and plain,
+    // and the smallest C guest.
+    let fresh_pass = |program: &pynbox::Program, n: usize| {
+        let mut ms = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = Sandbox::new(program)
+                .mount(root.clone())
+                .args(["-c", "pass"])
+                .run()
+                .unwrap();
+            assert_eq!(
+                r.status,
+                Status::Exited(0),
+                "{}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ms
+    };
+    let mut py_ms = fresh_pass(&python, 100);
+    let mut plain_ms = fresh_pass(&plain, 30);
     let hello = wat_hello(&rt);
     let mut c_ms = Vec::new();
     for _ in 0..200 {
@@ -56,7 +71,6 @@ fn main() {
         assert_eq!(r.status, Status::Exited(0));
         c_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let _ = probe_wasm;
 
     // Live sandboxes: each Python guest blocks reading its stdin, a pipe
     // whose write end we hold, until all have started.
@@ -119,8 +133,9 @@ fn main() {
         0.0
     };
     println!(
-        "{{\"fresh_python_pass_ms\": {:.3}, \"fresh_minimal_guest_ms\": {:.3}, \"live_sandboxes\": {live}, \"private_mib_per_sandbox\": {per:.2}}}",
+        "{{\"fresh_python_pass_ms\": {:.3}, \"fresh_plain_python_pass_ms\": {:.3}, \"fresh_minimal_guest_ms\": {:.3}, \"live_sandboxes\": {live}, \"private_mib_per_sandbox\": {per:.2}}}",
         median(&mut py_ms),
+        median(&mut plain_ms),
         median(&mut c_ms)
     );
 }

@@ -273,7 +273,8 @@ def summary(results):
               f"native {st['peak_rss_kib']['native'] / 1024:.1f} MiB "
               f"({st['peak_rss_kib']['sandbox'] / st['peak_rss_kib']['native']:.2f}x, target 2x)")
     a = results["api"]
-    print(f"in-process fresh sandbox: python -c pass {a['fresh_python_pass_ms']:.2f} ms, minimal guest "
+    print(f"in-process fresh sandbox: python -c pass {a['fresh_python_pass_ms']:.2f} ms pre-initialised "
+          f"({a['fresh_plain_python_pass_ms']:.2f} ms plain), minimal guest "
           f"{a['fresh_minimal_guest_ms']:.3f} ms; {a['live_sandboxes']} live Python sandboxes, "
           f"{a['private_mib_per_sandbox']:.1f} MiB private each")
     f = results["first_run"]

@@ -20,7 +20,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One runtime per process; the install's cache already holds the
     // interpreter's machine code, so loading does not compile.
     let runtime = Runtime::new(Some(dest.join("cache")))?;
-    let python = runtime.load_file(&dest.join("root/python/bin/python.wasm"))?;
+    // The install's pre-initialised python (a snapshot taken after start-up
+    // and the common imports) starts a run in a fraction of the time; it
+    // serves runs with plain `-c`, `-m` or a script and no PYTHON* variables.
+    let preinit = dest.join(pynbox::preinit::INSTALL_PATH);
+    let python = if preinit.is_file() {
+        runtime.load_file(&preinit)?
+    } else {
+        runtime.load_file(&dest.join("root/python/bin/python.wasm"))?
+    };
 
     let root = MountSpec::parse(&format!("{}:/:ro", dest.join("root").display()))?;
     let result = Sandbox::new(&python)

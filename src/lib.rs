@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod install;
 pub mod mounts;
 pub mod packages;
+pub mod preinit;
 pub mod recipes;
 pub mod runtime;
 pub mod wasi;

@@ -55,7 +55,10 @@ enum Cmd {
     /// Install packages into a sandbox directory DEST (the runner is always installed).
     #[command(after_help = "Examples:\n  pynbox install DEST python tests\n  \
         pynbox install DEST python=3.13.5-1 --repo /mnt/pynbox-packages\n  \
-        pynbox install DEST lxml --repo https://example.org/pynbox\n\n\
+        pynbox install DEST lxml --repo https://example.org/pynbox\n  \
+        pynbox install DEST   (refresh the runner and the pre-initialised python, e.g. after copying DEST)\n\n\
+        Installing compiles the interpreter to machine code and pre-initialises python (a snapshot \
+        after start-up and common imports, which runs resume from), so no run waits for either.\n\n\
         Then: DEST/bin/run python -c 'print(1)'")]
     Install {
         /// The install directory.
@@ -148,6 +151,13 @@ struct RunArgs {
     #[arg(long, value_name = "GUEST_PATH")]
     python: Option<String>,
 
+    /// A pre-initialised python (made by `pynbox install`, passed by bin/run)
+    /// to start `python` from, when it was made from the very interpreter
+    /// this run would load and the command line allows it (plain -c, -m or a
+    /// script; no PYTHON* or locale variables). Other runs ignore it.
+    #[arg(long, value_name = "FILE")]
+    preinit: Option<PathBuf>,
+
     /// Directory for compiled machine code [default: $PYNBOX_CACHE_DIR, else
     /// $XDG_CACHE_HOME/pynbox/modules, else ~/.cache/pynbox/modules].
     #[arg(long, value_name = "DIR")]
@@ -162,8 +172,7 @@ struct RunArgs {
     command: Vec<String>,
 }
 
-/// The guest path of the installed interpreter.
-const PYTHON: &str = "/python/bin/python.wasm";
+use pynbox::install::PYTHON;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -426,7 +435,15 @@ fn run(a: RunArgs) -> ExitCode {
                 return usage(format!("program '{program}': {e}: {hint}"));
             }
         };
-        (runtime.load_open_file(&guest_path, file), guest_path)
+        let preinit = a.preinit.as_deref().filter(|p| {
+            program == "python"
+                && pynbox::preinit::made_from(p, &file)
+                && pynbox::preinit::resumable(guest_args, &env)
+        });
+        match preinit {
+            Some(p) => (runtime.load_file(p), guest_path),
+            None => (runtime.load_open_file(&guest_path, file), guest_path),
+        }
     } else {
         (runtime.load_file(program.as_ref()), program.clone())
     };
@@ -547,6 +564,9 @@ fn equivalent_command(a: &RunArgs, mounts: &[String], program: &str, args: &[Str
     }
     if let Some(p) = &a.python {
         parts.extend(["--python".into(), shell_quote(p)]);
+    }
+    if let Some(p) = &a.preinit {
+        parts.extend(["--preinit".into(), shell_quote(&p.display().to_string())]);
     }
     parts.push(shell_quote(program));
     parts.extend(args.iter().map(|s| shell_quote(s)));

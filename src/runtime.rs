@@ -20,6 +20,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The wasm call stack a guest may use. CPython's own tooling runs it with
 /// 8 MiB; less makes deep but legal recursion trap.
 const WASM_STACK: usize = 8 << 20;
+/// The host thread a guest runs on: the whole wasm stack plus the host's
+/// own frames.
+pub(crate) const GUEST_THREAD_STACK: usize = WASM_STACK * 2 + (4 << 20);
 /// Table elements a guest may grow to (CPython needs about 10,000).
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Linear memory can never exceed 4 GiB in wasm32.
@@ -114,8 +117,8 @@ impl ResourceLimiter for MemoryLimiter {
 /// cache of compiled machine code. Create one per process and share it.
 #[derive(Clone)]
 pub struct Runtime {
-    engine: Engine,
-    linker: Arc<Linker<Guest>>,
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<Guest>>,
     cache_dir: Option<PathBuf>,
 }
 
@@ -222,7 +225,7 @@ impl Runtime {
         self.link(name, module)
     }
 
-    fn link(&self, name: &str, module: Module) -> Result<Program, Error> {
+    pub(crate) fn link(&self, name: &str, module: Module) -> Result<Program, Error> {
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             Error::input(format!(
                 "'{name}' cannot run in pynbox: {}",
@@ -320,7 +323,7 @@ impl Runtime {
 }
 
 /// Device, inode, size and modification and change times of an open file.
-fn open_file_identity(f: &File) -> Option<String> {
+pub(crate) fn open_file_identity(f: &File) -> Option<String> {
     let m = f.metadata().ok()?;
     let mtime = m
         .modified()
@@ -342,7 +345,7 @@ fn open_file_identity(f: &File) -> Option<String> {
 }
 
 /// Writes then renames, so that a reader never sees half a file.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), fastrand_suffix()));
     let mut f = File::create(&tmp)?;
@@ -423,7 +426,7 @@ fn start_epoch_ticker(engine: &Engine) {
 /// A compiled, linked program, ready to run any number of times.
 #[derive(Clone)]
 pub struct Program {
-    pre: InstancePre<Guest>,
+    pub(crate) pre: InstancePre<Guest>,
     name: String,
 }
 
@@ -609,6 +612,33 @@ impl Sandbox {
 
     /// Runs the program to its end and reports how it ended.
     pub fn run(self) -> Result<RunResult, Error> {
+        let timeout = self.limits.timeout;
+        let pre = self.program.pre.clone();
+        let setup = self.setup()?;
+        let engine = pre.module().engine().clone();
+
+        // Wasm code runs on the host thread's stack: give it a thread with
+        // room for the whole wasm stack plus the host's own frames.
+        let guest = setup.guest;
+        let status = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("pynbox-guest".into())
+                .stack_size(GUEST_THREAD_STACK)
+                .spawn_scoped(s, move || run_guest(&engine, &pre, guest, timeout))
+                .map_err(|e| Error::internal(format!("cannot start the guest thread: {e}")))?
+                .join()
+                .map_err(|_| Error::internal("the guest thread panicked"))?
+        })?;
+        let take = |b: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
+        Ok(RunResult {
+            status,
+            stdout: take(setup.stdout),
+            stderr: take(setup.stderr),
+        })
+    }
+
+    /// The guest's state before it starts: descriptors, namespace, limits.
+    pub(crate) fn setup(self) -> Result<Setup, Error> {
         let ns = Namespace::open(&self.mounts)?;
         let mut fds = FdTable::default();
         let out_buf = Arc::new(Mutex::new(Vec::new()));
@@ -663,36 +693,24 @@ impl Sandbox {
                 hit: false,
             },
         };
-        let timeout = self.limits.timeout;
-        let pre = self.program.pre.clone();
-        let engine = pre.module().engine().clone();
-
-        // Wasm code runs on the host thread's stack: give it a thread with
-        // room for the whole wasm stack plus the host's own frames.
-        let status = std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("pynbox-guest".into())
-                .stack_size(WASM_STACK * 2 + (4 << 20))
-                .spawn_scoped(s, move || run_guest(&engine, &pre, guest, timeout))
-                .map_err(|e| Error::internal(format!("cannot start the guest thread: {e}")))?
-                .join()
-                .map_err(|_| Error::internal("the guest thread panicked"))?
-        })?;
-        let take = |b: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
-        Ok(RunResult {
-            status,
-            stdout: take(out_buf),
-            stderr: take(err_buf),
+        Ok(Setup {
+            guest,
+            stdout: out_buf,
+            stderr: err_buf,
         })
     }
 }
 
-fn run_guest(
-    engine: &Engine,
-    pre: &InstancePre<Guest>,
-    guest: Guest,
-    timeout: Option<Duration>,
-) -> Result<Status, Error> {
+/// A guest ready to start, and where its captured output goes.
+pub(crate) struct Setup {
+    pub guest: Guest,
+    pub stdout: Arc<Mutex<Vec<u8>>>,
+    pub stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A store for `guest`, with its memory limit and a deadline `ticks` epochs
+/// away (time limits count in epochs).
+pub(crate) fn new_store(engine: &Engine, guest: Guest, timeout: Option<Duration>) -> Store<Guest> {
     let mut store = Store::new(engine, guest);
     store.limiter(|g| &mut g.limiter);
     let ticks = match timeout {
@@ -701,6 +719,16 @@ fn run_guest(
     };
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
+    store
+}
+
+fn run_guest(
+    engine: &Engine,
+    pre: &InstancePre<Guest>,
+    guest: Guest,
+    timeout: Option<Duration>,
+) -> Result<Status, Error> {
+    let mut store = new_store(engine, guest, timeout);
     let t = Instant::now();
     let instance = match pre.instantiate(&mut store) {
         Ok(i) => i,

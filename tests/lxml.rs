@@ -108,6 +108,14 @@ fn lxml_works_inside_and_goes_away_when_removed() {
     assert!(text(&out.stdout).starts_with("lxml ok"));
     let written = std::fs::read_to_string(data.path().join("out.xml")).unwrap();
     assert!(written.contains("<n>beta</n>"), "{written}");
+    // The pre-initialised interpreter was made again, from python-lxml.
+    let from = || {
+        let p = dest.join(format!("{}.from", pynbox::preinit::INSTALL_PATH));
+        std::fs::read_to_string(p).unwrap()
+    };
+    assert!(from().contains("lxml="), "{}", from());
+    let resumed = "import sys; print('decimal' in sys.modules); import lxml.etree";
+    assert_eq!(text(&python(&dest, &[], resumed).stdout).trim(), "True");
     // The base interpreter did not grow: lxml brings its own.
     let base = std::fs::metadata(dest.join("root/python/bin/python.wasm"))
         .unwrap()
@@ -130,6 +138,9 @@ fn lxml_works_inside_and_goes_away_when_removed() {
         .success());
     let out = python(&dest, &[], "print('base ok')");
     assert_eq!(text(&out.stdout).trim(), "base ok");
+    assert!(!from().contains("lxml="), "{}", from());
+    let out = python(&dest, &[], "import sys; print('decimal' in sys.modules)");
+    assert_eq!(text(&out.stdout).trim(), "True");
 }
 
 /// lxml's own test suite, inside the sandbox, against the installed

@@ -29,16 +29,6 @@ fn py_c(code: &str) -> Output {
     py(&["python", "-c", code])
 }
 
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
 #[test]
 fn quick_start_lists_the_root() {
     let out = py_c("import os; print(sorted(os.listdir('/')))");

@@ -41,6 +41,17 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Fails with the exit status and both streams unless `out` succeeded.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 /// The wasm32-wasip1 toolchain directory (made on first use by the
 /// project's own recipe).
 pub fn toolchain() -> PathBuf {

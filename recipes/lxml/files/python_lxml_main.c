@@ -9,6 +9,7 @@
 #include "Python.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "lxml_inittab.h"
 
@@ -17,12 +18,20 @@ static struct _inittab lxml_inittab[] = {
     {NULL, NULL},
 };
 
-int
-main(int argc, char **argv)
+/* Also called by pynbox's pre-initialisation (wizer.initialize in
+ * Modules/pynbox_snapshot.c), which starts Python without main(). */
+void
+pynbox_register_builtins(void)
 {
     if (PyImport_ExtendInittab(lxml_inittab) < 0) {
         fprintf(stderr, "python-lxml: cannot register lxml's built-in modules\n");
-        return 1;
+        exit(1);
     }
+}
+
+int
+main(int argc, char **argv)
+{
+    pynbox_register_builtins();
     return Py_BytesMain(argc, argv);
 }
