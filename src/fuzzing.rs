@@ -125,6 +125,10 @@ pub fn archive(data: &[u8]) {
 }
 
 const SECRET: &[u8] = b"host secret";
+/// A name only the host's `outside/` holds: no guest path can make it
+/// (guest paths are built from the words below), so a listing showing it
+/// is a listing of `outside/`. (A guest may well make its own `secret`.)
+const OUTSIDE_MARKER: &str = "host-only-marker";
 
 /// The system-call layer under random sequences of operations on a fixed
 /// tree: nothing outside the mounts is read or changed, and the read-only
@@ -141,6 +145,7 @@ pub fn syscalls(data: &[u8]) {
         std::fs::create_dir_all(p.join(d)).unwrap();
     }
     std::fs::write(p.join("outside/secret"), SECRET).unwrap();
+    std::fs::write(p.join("outside").join(OUTSIDE_MARKER), b"").unwrap();
     std::fs::write(p.join("ro/file"), b"ro file").unwrap();
     std::fs::write(p.join("rw/file"), b"rw file").unwrap();
     #[cfg(unix)]
@@ -196,7 +201,7 @@ pub fn syscalls(data: &[u8]) {
                 assert!(
                     !String::from_utf8_lossy(bytes)
                         .split('/')
-                        .any(|n| n == "secret"),
+                        .any(|n| n == OUTSIDE_MARKER),
                     "{op:?} listed outside"
                 );
             }
