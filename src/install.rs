@@ -818,15 +818,12 @@ fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
     };
     for f in manifest.files.iter().filter(|f| f.path.ends_with(".wasm")) {
         let path = dest.path().join("root").join(&f.path);
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
         let start = Instant::now();
         eprintln!(
             "  compiling /{} to machine code (once, at install)...",
             f.path
         );
-        match runtime.precompile(&f.path, &bytes) {
+        match runtime.precompile_file(&path) {
             Ok(()) => log(&format!(
                 "compiled /{} in {:.1} s",
                 f.path,

@@ -160,12 +160,14 @@ pub fn refresh(
         writable: false,
     };
     let snapshot = preinitialize(&runtime, &bytes, guest_path, &[root])?;
-    runtime.precompile(INSTALL_PATH, &snapshot)?;
     let dir = out.parent().expect("INSTALL_PATH has a directory");
     std::fs::create_dir_all(dir)
         .and_then(|_| write_atomically(&out, &snapshot))
-        .and_then(|_| write_atomically(&from, format!("{stamp}\n{identity}\n").as_bytes()))
         .map_err(|e| Error::internal(format!("cannot write {}: {e}", out.display())))?;
+    // Written last: a snapshot without it is never used.
+    runtime.precompile_file(&out)?;
+    write_atomically(&from, format!("{stamp}\n{identity}\n").as_bytes())
+        .map_err(|e| Error::internal(format!("cannot write {}: {e}", from.display())))?;
     Ok(true)
 }
 

@@ -243,9 +243,10 @@ impl Runtime {
         })
     }
 
-    /// Compiles `bytes` into the cache so that later loads are fast.
-    pub fn precompile(&self, name: &str, bytes: &[u8]) -> Result<(), Error> {
-        self.compile_cached(name, bytes).map(|_| ())
+    /// Compiles the program at `path` into the cache and records the
+    /// file's identity, so that its first run neither compiles nor reads it.
+    pub fn precompile_file(&self, path: &Path) -> Result<(), Error> {
+        self.load_file(path).map(|_| ())
     }
 
     fn cache_key(&self, bytes: &[u8]) -> String {
