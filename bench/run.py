@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,23 +102,25 @@ def pyperformance_benchmarks():
     return base / "pyperformance/data-files/benchmarks"
 
 
-def wait_rss(proc):
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ru.ru_maxrss
+def launcher():
+    """bench/launch.c, built once: it measures each process from outside
+    without the parent's memory counted in (see its comment)."""
+    exe = CACHE / "bench" / "launch"
+    src = REPO / "bench" / "launch.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        sh("cc", "-O2", "-o", str(exe), str(src))
+    return exe
 
 
 def timed(cmd, env=None):
-    """Wall time and peak RSS (KiB) of one process."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out = p.stdout.read()
-    err = p.stderr.read()
-    rss = wait_rss(p)
-    dt = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd} failed ({p.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return dt, rss, out
+    """Wall time (s) and peak RSS (KiB) of one process, and its stdout."""
+    with tempfile.NamedTemporaryFile() as report:
+        p = subprocess.run([str(launcher()), report.name, *cmd], capture_output=True, env=env)
+        if p.returncode != 0:
+            raise RuntimeError(f"{cmd} failed ({p.returncode}): {p.stderr.decode(errors='replace')[-2000:]}")
+        ns, rss = Path(report.name).read_text().split()
+    return int(ns) / 1e9, int(rss), p.stdout
 
 
 def stats(xs):
