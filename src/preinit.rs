@@ -28,6 +28,8 @@ use crate::MountSpec;
 const INIT: &str = "wizer.initialize";
 /// The export that becomes the snapshot's `_start`.
 const RESUME: &str = "wizer.resume";
+/// Start-up and the imports take well under a second.
+const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Runs `wasm`'s initialisation with `mounts` (the interpreter's files),
 /// started as `arg0` (the interpreter's guest path, as in a plain run), and
@@ -72,7 +74,9 @@ pub fn preinitialize(
             .name("pynbox-preinit".into())
             .stack_size(crate::runtime::GUEST_THREAD_STACK)
             .spawn_scoped(s, || {
-                let mut store = new_store(&runtime.engine, setup.guest, None);
+                // The packages' code runs here too: it gets a time limit
+                // (and the default memory limit) like any guest.
+                let mut store = new_store(&runtime.engine, setup.guest, Some(INIT_TIMEOUT));
                 let instance = program
                     .pre
                     .instantiate(&mut store)
