@@ -50,6 +50,10 @@ run() {
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
+# have_verified FILE SHA256: prints FILE and succeeds when it exists with
+# that hash (a fetch checks before and again after taking its lock).
+have_verified() { [[ -f $1 && "$(sha256_of "$1")" == "$2" ]] && echo "$1"; }
+
 # Short stable hash of its arguments (strings, or files given as @path), used
 # to key cache directories by everything that determines their content.
 cache_key() {
@@ -182,14 +186,10 @@ fetch_debian_source() {
     local suite=$1 pkg=$2 file=$3 want=$4 upstream=${5:-}
     local dest="$PYNBOX_CACHE/sources/$file" got uri sub=(source)
     [[ $file == *.deb ]] && sub=(download)
-    if [[ -f $dest && "$(sha256_of "$dest")" == "$want" ]]; then
-        echo "$dest"
-        return 0
-    fi
+    have_verified "$dest" "$want" && return 0
     take_lock apt
-    if [[ -f $dest && "$(sha256_of "$dest")" == "$want" ]]; then
+    if have_verified "$dest" "$want"; then
         release_lock apt
-        echo "$dest"
         return 0
     fi
     _apt_private_setup
@@ -293,14 +293,10 @@ with opener.open(url, timeout=timeout) as r, open(dest, "wb") as f:
 fetch_pypi_sdist() {
     local name=$1 version=$2 file=$3 want=$4
     local dest="$PYNBOX_CACHE/sources/$file" got tmp
-    if [[ -f $dest && "$(sha256_of "$dest")" == "$want" ]]; then
-        echo "$dest"
-        return 0
-    fi
+    have_verified "$dest" "$want" && return 0
     take_lock pypi
-    if [[ -f $dest && "$(sha256_of "$dest")" == "$want" ]]; then
+    if have_verified "$dest" "$want"; then
         release_lock pypi
-        echo "$dest"
         return 0
     fi
     tmp=$(mktemp -d "$PYNBOX_CACHE/sources/.pip.XXXXXX")

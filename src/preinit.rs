@@ -20,7 +20,8 @@ use wasmtime::{Instance, Module, Store, Val};
 use wasmtime_wizer::{InstanceState, SnapshotVal, ValType, Wizer};
 
 use crate::runtime::{
-    new_store, open_file_identity, write_atomically, Error, Guest, Input, Output, Runtime, Sandbox,
+    new_store, on_guest_thread, open_file_identity, write_atomically, Error, Guest, Input, Output,
+    Runtime, Sandbox,
 };
 use crate::MountSpec;
 
@@ -68,33 +69,24 @@ pub fn preinitialize(
         Error::internal(format!("{what}\n{}", err.trim_end()))
     };
 
-    // Like a run, on a thread with room for the wasm stack.
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("pynbox-preinit".into())
-            .stack_size(crate::runtime::GUEST_THREAD_STACK)
-            .spawn_scoped(s, || {
-                // The packages' code runs here too: it gets a time limit
-                // (and the default memory limit) like any guest.
-                let mut store = new_store(&runtime.engine, setup.guest, Some(INIT_TIMEOUT));
-                let instance = program
-                    .pre
-                    .instantiate(&mut store)
-                    .map_err(|e| failed(format!("cannot instantiate the interpreter: {e:#}")))?;
-                instance
-                    .get_typed_func::<(), ()>(&mut store, INIT)
-                    .and_then(|f| f.call(&mut store, ()))
-                    .map_err(|e| failed(format!("the interpreter's start-up failed: {e:#}")))?;
-                let mut state = Snapshot {
-                    store: &mut store,
-                    instance,
-                };
-                block_on(wizer.snapshot(&cx, &mut state))
-                    .map_err(|e| Error::internal(format!("cannot snapshot the interpreter: {e:#}")))
-            })
-            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?
-            .join()
-            .map_err(|_| Error::internal("the pre-initialisation thread panicked"))?
+    on_guest_thread(|| {
+        // The packages' code runs here too: it gets a time limit (and the
+        // default memory limit) like any guest.
+        let mut store = new_store(&runtime.engine, setup.guest, Some(INIT_TIMEOUT));
+        let instance = program
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| failed(format!("cannot instantiate the interpreter: {e:#}")))?;
+        instance
+            .get_typed_func::<(), ()>(&mut store, INIT)
+            .and_then(|f| f.call(&mut store, ()))
+            .map_err(|e| failed(format!("the interpreter's start-up failed: {e:#}")))?;
+        let mut state = Snapshot {
+            store: &mut store,
+            instance,
+        };
+        block_on(wizer.snapshot(&cx, &mut state))
+            .map_err(|e| Error::internal(format!("cannot snapshot the interpreter: {e:#}")))
     })
 }
 

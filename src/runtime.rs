@@ -22,7 +22,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 const WASM_STACK: usize = 8 << 20;
 /// The host thread a guest runs on: the whole wasm stack plus the host's
 /// own frames.
-pub(crate) const GUEST_THREAD_STACK: usize = WASM_STACK * 2 + (4 << 20);
+const GUEST_THREAD_STACK: usize = WASM_STACK * 2 + (4 << 20);
 /// Table elements a guest may grow to (CPython needs about 10,000).
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Linear memory can never exceed 4 GiB in wasm32.
@@ -618,18 +618,8 @@ impl Sandbox {
         let setup = self.setup()?;
         let engine = pre.module().engine().clone();
 
-        // Wasm code runs on the host thread's stack: give it a thread with
-        // room for the whole wasm stack plus the host's own frames.
         let guest = setup.guest;
-        let status = std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("pynbox-guest".into())
-                .stack_size(GUEST_THREAD_STACK)
-                .spawn_scoped(s, move || run_guest(&engine, &pre, guest, timeout))
-                .map_err(|e| Error::internal(format!("cannot start the guest thread: {e}")))?
-                .join()
-                .map_err(|_| Error::internal("the guest thread panicked"))?
-        })?;
+        let status = on_guest_thread(move || run_guest(&engine, &pre, guest, timeout))?;
         let take = |b: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
         Ok(RunResult {
             status,
@@ -700,6 +690,23 @@ impl Sandbox {
             stderr: err_buf,
         })
     }
+}
+
+/// Runs `f`, which runs wasm code, on a thread of its own: wasm code runs
+/// on the host thread's stack, which must have room for the whole wasm
+/// stack plus the host's own frames.
+pub(crate) fn on_guest_thread<T: Send>(
+    f: impl FnOnce() -> Result<T, Error> + Send,
+) -> Result<T, Error> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("pynbox-guest".into())
+            .stack_size(GUEST_THREAD_STACK)
+            .spawn_scoped(s, f)
+            .map_err(|e| Error::internal(format!("cannot start the guest thread: {e}")))?
+            .join()
+            .map_err(|_| Error::internal("the guest thread panicked"))?
+    })
 }
 
 /// A guest ready to start, and where its captured output goes.
