@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             memory: Some(256 << 20),
             timeout: Some(Duration::from_secs(10)),
             max_output: Some(1 << 20),
+            ..Limits::default()
         })
         .run()?;
 

@@ -90,18 +90,50 @@ impl FdSpec {
                     p.display()
                 ))
             }),
-            FdSource::Host(n) => dup_host_fd(*n, self.guest_fd),
+            FdSource::Host(_) => {
+                let (_, file, read, write) = take_host_fds(std::slice::from_ref(self))?
+                    .pop()
+                    .expect("one host descriptor was named");
+                Ok((file, read, write))
+            }
         }
     }
 }
 
-/// Duplicates the host's descriptor `n`, so that the guest's copy can be
-/// closed independently; the access mode says what the guest may do.
-/// Descriptor inheritance is a Unix notion: this is one of the few places
-/// that is Unix-only.
+/// A forwarded host descriptor: the guest's number, pynbox's duplicate, and
+/// whether the guest may read and write it.
+pub type HostFd = (u32, File, bool, bool);
+
+/// Takes the host descriptors that `-h` specs name: first checks that
+/// every one is open (so that a descriptor the caller forgot to open is an
+/// error, whatever pynbox opens later), then duplicates each to a number
+/// above every named one (so that no duplicate can take the place of a
+/// descriptor a later spec names). Call it before opening anything else.
+pub fn take_host_fds(specs: &[FdSpec]) -> Result<Vec<HostFd>, SpecError> {
+    let named: Vec<(i32, u32)> = specs
+        .iter()
+        .filter_map(|s| match s.source {
+            FdSource::Host(n) => Some((n, s.guest_fd)),
+            _ => None,
+        })
+        .collect();
+    let mut modes = Vec::new();
+    for &(n, guest) in &named {
+        modes.push(host_fd_mode(n, guest)?);
+    }
+    let above = named.iter().map(|(n, _)| n + 1).max().unwrap_or(0);
+    named
+        .iter()
+        .zip(modes)
+        .map(|(&(n, guest), (read, write))| Ok((guest, dup_host_fd(n, guest, above)?, read, write)))
+        .collect()
+}
+
+/// Whether host descriptor `n` is open, and if so whether it may be read
+/// and written (its access mode). Descriptor inheritance is a Unix notion:
+/// this is one of the few places that is Unix-only.
 #[cfg(unix)]
-fn dup_host_fd(n: i32, guest: u32) -> Result<(File, bool, bool), SpecError> {
-    use std::os::fd::FromRawFd;
+fn host_fd_mode(n: i32, guest: u32) -> Result<(bool, bool), SpecError> {
     // SAFETY: fcntl on any integer is safe; it fails with EBADF when the
     // descriptor is not open.
     let flags = unsafe { libc::fcntl(n, libc::F_GETFL) };
@@ -111,26 +143,38 @@ fn dup_host_fd(n: i32, guest: u32) -> Result<(File, bool, bool), SpecError> {
              open it in the parent (e.g. `3<file` or `3<&0` in the shell)"
         )));
     }
-    // SAFETY: as above; F_DUPFD_CLOEXEC returns a new descriptor we own.
-    let dup = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 0) };
+    let mode = flags & libc::O_ACCMODE;
+    Ok((mode != libc::O_WRONLY, mode != libc::O_RDONLY))
+}
+
+/// Duplicates the host's descriptor `n` to a number at least `above`, so
+/// that the guest's copy can be closed independently.
+#[cfg(unix)]
+fn dup_host_fd(n: i32, guest: u32, above: i32) -> Result<File, SpecError> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own.
+    let dup = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, above) };
     if dup < 0 {
         return Err(SpecError(format!(
             "-h {n}:{guest}: cannot duplicate host descriptor {n}: {}",
             std::io::Error::last_os_error()
         )));
     }
-    let mode = flags & libc::O_ACCMODE;
     // SAFETY: `dup` is a fresh descriptor owned by nobody else.
-    let file = unsafe { File::from_raw_fd(dup) };
-    Ok((file, mode != libc::O_WRONLY, mode != libc::O_RDONLY))
+    Ok(unsafe { File::from_raw_fd(dup) })
 }
 
 #[cfg(not(unix))]
-fn dup_host_fd(n: i32, guest: u32) -> Result<(File, bool, bool), SpecError> {
+fn host_fd_mode(n: i32, guest: u32) -> Result<(bool, bool), SpecError> {
     Err(SpecError(format!(
         "-h {n}:{guest}: forwarding host descriptors is supported on Unix only; \
          use -r or -w with a file instead"
     )))
+}
+
+#[cfg(not(unix))]
+fn dup_host_fd(_n: i32, _guest: u32, _above: i32) -> Result<File, SpecError> {
+    unreachable!("host_fd_mode refuses first")
 }
 
 /// Parses a size such as `256M`, `1G`, `4096`, `512KiB` (binary units), or

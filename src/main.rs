@@ -130,9 +130,15 @@ struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "3600")]
     timeout: String,
 
-    /// Cap on stdout and stderr together, e.g. 10M; "none" for no limit.
+    /// Cap on what the guest writes to stdout, stderr and forwarded
+    /// descriptors together, e.g. 10M; "none" for no limit.
     #[arg(long, value_name = "SIZE", default_value = "1G")]
     max_output: String,
+
+    /// Files below the mounts the guest may hold open at once (each costs
+    /// pynbox a host descriptor); past it the guest's open fails with EMFILE.
+    #[arg(long, value_name = "N", default_value_t = pynbox::runtime::Limits::default().open_files)]
+    open_files: usize,
 
     /// Let the guest create symbolic links in read-write mounts (refused by
     /// default: a link left behind could mislead host programs).
@@ -359,6 +365,12 @@ fn run(a: RunArgs) -> ExitCode {
             ));
         }
     }
+    // Before pynbox opens anything of its own, so that no descriptor of
+    // pynbox's can stand in for one the caller forgot to open.
+    let host_fds = match pynbox::descriptors::take_host_fds(&fds) {
+        Ok(h) => h,
+        Err(e) => return usage(e),
+    };
     let mut env = Vec::new();
     for e in &a.env {
         match e.split_once('=') {
@@ -391,6 +403,7 @@ fn run(a: RunArgs) -> ExitCode {
         memory,
         timeout,
         max_output,
+        open_files: a.open_files,
     };
 
     let (program, guest_args) = a.command.split_first().expect("clap requires PROGRAM");
@@ -467,7 +480,13 @@ fn run(a: RunArgs) -> ExitCode {
     for (k, v) in &env {
         sandbox = sandbox.env(k, v);
     }
-    for f in &fds {
+    for (guest_fd, file, read, write) in host_fds {
+        sandbox = sandbox.file(guest_fd, file, read, write);
+    }
+    for f in fds
+        .iter()
+        .filter(|f| !matches!(f.source, pynbox::FdSource::Host(_)))
+    {
         match f.open() {
             Ok((file, read, write)) => sandbox = sandbox.file(f.guest_fd, file, read, write),
             Err(e) => return usage(e),

@@ -110,7 +110,20 @@ pub(crate) struct Mount {
     pub guest: Vec<String>,
     pub dir: cap_std::fs::Dir,
     pub writable: bool,
+    /// (device, inode) of the mount's host directory.
+    root_id: (u64, u64),
+    /// Directories in this mount's host tree that the guest must not reach
+    /// through it: other mounts' host directories, and what lies at mount
+    /// points below this mount. Empty in the usual case of separate trees.
+    guarded: Vec<(u64, u64)>,
 }
+
+/// The longest path a guest may pass, in bytes (Linux's PATH_MAX).
+pub(crate) const MAX_PATH: usize = 4096;
+/// The longest component (NAME_MAX).
+pub(crate) const MAX_NAME: usize = 255;
+/// The most components a resolved place may have.
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// A place in the guest namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,12 +194,24 @@ impl Namespace {
                         io_reason(&e)
                     ))
                 })?;
+            let root_id = dir.dir_metadata().map(|m| identity(&m)).map_err(|e| {
+                SpecError(format!(
+                    "mount {}:{}: cannot read '{}': {}",
+                    spec.host.display(),
+                    spec.guest,
+                    spec.host.display(),
+                    io_reason(&e)
+                ))
+            })?;
             mounts.push(Mount {
                 guest,
                 dir,
                 writable: spec.writable,
+                root_id,
+                guarded: Vec::new(),
             });
         }
+        guard_nested_trees(&mut mounts, specs);
         Ok(Namespace { mounts })
     }
 
@@ -256,102 +281,188 @@ impl Namespace {
     /// Resolves `path`, relative to directory `base`, to a target. Only the
     /// mount tree is walked here; what lies below a mount root is left to
     /// cap-std, so no host symlink is followed by this code.
+    ///
+    /// `..` is taken lexically (the guest path loses its last component,
+    /// and a mount point reached that way is the mount, not what it
+    /// hides) unless the component it leaves is a symlink: then `..` is
+    /// the symlink target's parent, which only the host knows, so it is
+    /// handed to cap-std and the guest path becomes unknown. Where the
+    /// host tree lets such a path reach another mount's directory,
+    /// [`Namespace::confine`] refuses it by the directory's identity.
     pub fn resolve(&self, base: &Target, path: &str) -> Result<Target, Errno> {
         if path.starts_with('/') {
             // WASI paths are relative to a directory descriptor; wasi-libc
             // strips the preopen's prefix before calling us.
             return Err(Errno::PERM);
         }
+        if path.len() > MAX_PATH {
+            return Err(Errno::NAMETOOLONG);
+        }
         if path.contains('\0') {
             return Err(Errno::INVAL);
         }
         let mut cur = base.clone();
         for comp in path.split('/') {
-            match comp {
+            if comp.len() > MAX_NAME {
+                return Err(Errno::NAMETOOLONG);
+            }
+            cur = match comp {
                 "" | "." => continue,
-                ".." => {
-                    cur = match cur {
-                        Target::Host {
-                            mount,
-                            mut rel,
-                            guest,
-                        } => {
-                            if rel.is_empty() {
-                                // Above a mount's root lies the mount tree,
-                                // which we know exactly.
-                                let mut g =
-                                    guest.unwrap_or_else(|| self.mounts[mount].guest.clone());
-                                g.pop();
-                                self.locate(&g)
-                            } else {
-                                rel.push("..".into());
-                                Target::Host {
-                                    mount,
-                                    rel,
-                                    guest: None,
-                                }
-                            }
-                        }
-                        Target::Virtual { mut guest } => {
-                            guest.pop();
-                            self.locate(&guest)
-                        }
-                    }
+                ".." => self.parent(cur)?,
+                name => self.child(cur, name)?,
+            };
+            let depth = match &cur {
+                Target::Host { rel, guest, .. } => {
+                    rel.len().max(guest.as_ref().map_or(0, Vec::len))
                 }
-                name => {
-                    cur = match cur {
-                        Target::Host {
-                            mount,
-                            mut rel,
-                            guest,
-                        } => match guest {
-                            Some(mut g) => {
-                                g.push(name.to_string());
-                                if let Some(m) = self.is_mount_point(&g) {
-                                    Target::Host {
-                                        mount: m,
-                                        rel: vec![],
-                                        guest: Some(g),
-                                    }
-                                } else {
-                                    rel.push(name.to_string());
-                                    Target::Host {
-                                        mount,
-                                        rel,
-                                        guest: Some(g),
-                                    }
-                                }
-                            }
-                            None => {
-                                rel.push(name.to_string());
-                                Target::Host {
-                                    mount,
-                                    rel,
-                                    guest: None,
-                                }
-                            }
-                        },
-                        Target::Virtual { mut guest } => {
-                            guest.push(name.to_string());
-                            if let Some(m) = self.is_mount_point(&guest) {
-                                Target::Host {
-                                    mount: m,
-                                    rel: vec![],
-                                    guest: Some(guest),
-                                }
-                            } else if self.has_mounts_below(&guest) {
-                                Target::Virtual { guest }
-                            } else {
-                                return Err(Errno::NOENT);
-                            }
-                        }
-                    }
-                }
+                Target::Virtual { guest } => guest.len(),
+            };
+            // Each component is a heap string kept as long as a directory
+            // descriptor lives: bound what one descriptor can hold.
+            if depth > MAX_DEPTH {
+                return Err(Errno::NAMETOOLONG);
             }
         }
         Ok(cur)
     }
 
+    /// `cur/..`.
+    fn parent(&self, cur: Target) -> Result<Target, Errno> {
+        Ok(match cur {
+            Target::Host {
+                mount,
+                mut rel,
+                guest,
+            } => {
+                if rel.is_empty() {
+                    // Above a mount's root lies the mount tree, which we
+                    // know exactly.
+                    let mut g = guest.unwrap_or_else(|| self.mounts[mount].guest.clone());
+                    g.pop();
+                    return Ok(self.locate(&g));
+                }
+                match guest {
+                    Some(mut g) if !self.leaves_symlink(mount, &rel, &g)? => {
+                        g.pop();
+                        rel.pop();
+                        Target::Host {
+                            mount,
+                            rel,
+                            guest: Some(g),
+                        }
+                    }
+                    _ => {
+                        rel.push("..".into());
+                        Target::Host {
+                            mount,
+                            rel,
+                            guest: None,
+                        }
+                    }
+                }
+            }
+            Target::Virtual { mut guest } => {
+                guest.pop();
+                self.locate(&guest)
+            }
+        })
+    }
+
+    /// Whether the last component of `rel` (guest path `g`) is a symlink,
+    /// so that `..` after it is not lexical. A missing component is an
+    /// error, as it is for the kernel, unless mounts below make it a
+    /// virtual directory.
+    fn leaves_symlink(&self, mount: usize, rel: &[String], g: &[String]) -> Result<bool, Errno> {
+        match self.mounts[mount].dir.symlink_metadata(rel_path(rel)) {
+            Ok(m) if m.file_type().is_symlink() => Ok(true),
+            Ok(m) if m.is_dir() => Ok(false),
+            Ok(_) => Err(Errno::NOTDIR),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.has_mounts_below(g) => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `cur/name`.
+    fn child(&self, cur: Target, name: &str) -> Result<Target, Errno> {
+        Ok(match cur {
+            Target::Host {
+                mount,
+                mut rel,
+                guest,
+            } => match guest {
+                Some(mut g) => {
+                    g.push(name.to_string());
+                    if let Some(m) = self.is_mount_point(&g) {
+                        Target::Host {
+                            mount: m,
+                            rel: vec![],
+                            guest: Some(g),
+                        }
+                    } else {
+                        rel.push(name.to_string());
+                        Target::Host {
+                            mount,
+                            rel,
+                            guest: Some(g),
+                        }
+                    }
+                }
+                None => {
+                    rel.push(name.to_string());
+                    Target::Host {
+                        mount,
+                        rel,
+                        guest: None,
+                    }
+                }
+            },
+            Target::Virtual { mut guest } => {
+                guest.push(name.to_string());
+                if let Some(m) = self.is_mount_point(&guest) {
+                    Target::Host {
+                        mount: m,
+                        rel: vec![],
+                        guest: Some(guest),
+                    }
+                } else if self.has_mounts_below(&guest) {
+                    Target::Virtual { guest }
+                } else {
+                    return Err(Errno::NOENT);
+                }
+            }
+        })
+    }
+
+    /// Refuses a place below mount `mount` that the host tree, through a
+    /// symlink, makes another mount's directory or a directory hidden
+    /// under a mount point: a mount hides what lies under it on every
+    /// path, and a read-only mount nested in a read-write one's host tree
+    /// is not written through the outer one. `rel`'s directory and its
+    /// ancestors up to the mount root are compared by (device, inode);
+    /// with `last`, the named entry itself too (not followed). Only mounts
+    /// whose host tree holds such a directory pay for the walk.
+    pub fn confine(&self, mount: usize, rel: &[String], last: bool) -> Result<(), Errno> {
+        let m = &self.mounts[mount];
+        if m.guarded.is_empty() {
+            return Ok(());
+        }
+        let hit = |id: (u64, u64)| m.guarded.contains(&id);
+        let parent = &rel[..rel.len().saturating_sub(1)];
+        if last && !rel.is_empty() {
+            match m.dir.symlink_metadata(rel_path(rel)) {
+                Ok(meta) if hit(identity(&meta)) => return Err(Errno::PERM),
+                _ => {}
+            }
+        }
+        let dir = match m.dir.open_dir(rel_path(parent)) {
+            Ok(d) => d,
+            // Nothing there: the operation itself will fail the same way.
+            Err(_) => return Ok(()),
+        };
+        ancestors_avoid(&dir, m.root_id, &m.guarded)
+    }
     /// Opens a file named by an absolute guest path, through the mounts and
     /// with the same confinement as the guest's own reads.
     pub fn open_guest_file(&self, path: &str) -> std::io::Result<std::fs::File> {
@@ -378,6 +489,128 @@ impl Namespace {
             _ => None,
         }
     }
+}
+
+impl Namespace {
+    /// [`Namespace::confine`] for a directory already opened below mount
+    /// `mount`: its own identity and its ancestors', with no race.
+    pub fn confine_dir(&self, mount: usize, dir: &impl std::os::fd::AsFd) -> Result<(), Errno> {
+        let m = &self.mounts[mount];
+        if m.guarded.is_empty() {
+            return Ok(());
+        }
+        ancestors_avoid(dir, m.root_id, &m.guarded)
+    }
+}
+
+/// (device, inode): what names a directory whatever path reaches it.
+fn identity(m: &cap_std::fs::Metadata) -> (u64, u64) {
+    use cap_fs_ext::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// Fills each mount's `guarded` list: the host directories of other mounts
+/// that lie inside its host tree, and the directories of its own tree that
+/// mount points below it hide.
+fn guard_nested_trees(mounts: &mut [Mount], specs: &[MountSpec]) {
+    for i in 0..mounts.len() {
+        let mut guarded = Vec::new();
+        for (j, spec) in specs.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            if host_dir_is_below(&spec.host, mounts[i].root_id) {
+                guarded.push(mounts[j].root_id);
+            }
+            let (outer, inner) = (&mounts[i].guest, &mounts[j].guest);
+            if inner.len() > outer.len() && inner.starts_with(outer) {
+                if let Ok(m) = mounts[i]
+                    .dir
+                    .symlink_metadata(rel_path(&inner[outer.len()..]))
+                {
+                    guarded.push(identity(&m));
+                }
+            }
+        }
+        guarded.retain(|id| *id != mounts[i].root_id);
+        mounts[i].guarded = guarded;
+    }
+}
+
+/// Whether host directory `dir` lies strictly inside the directory whose
+/// identity is `root`.
+fn host_dir_is_below(dir: &std::path::Path, root: (u64, u64)) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    real.ancestors().skip(1).any(|a| {
+        std::fs::metadata(a)
+            .map(|m| (m.dev(), m.ino()) == root)
+            .unwrap_or(false)
+    })
+}
+
+/// Walks from `dir` up to the directory `stop`, failing with EPERM if any
+/// directory on the way is in `guarded`.
+#[cfg(unix)]
+fn ancestors_avoid(
+    dir: &impl std::os::fd::AsFd,
+    stop: (u64, u64),
+    guarded: &[(u64, u64)],
+) -> Result<(), Errno> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let stat = |fd: i32| -> Result<(u64, u64), Errno> {
+        // SAFETY: fstat on a descriptor we own; st is plain data.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok((st.st_dev as u64, st.st_ino as u64))
+    };
+    let mut cur: Option<OwnedFd> = None;
+    // A bound on the walk: a tree deeper than any path a guest may pass.
+    for _ in 0..=MAX_DEPTH * 2 {
+        let fd = cur
+            .as_ref()
+            .map_or(dir.as_fd().as_raw_fd(), |f| f.as_raw_fd());
+        let id = stat(fd)?;
+        if guarded.contains(&id) {
+            return Err(Errno::PERM);
+        }
+        if id == stop {
+            return Ok(());
+        }
+        // SAFETY: openat on a valid directory descriptor; the result is a
+        // new descriptor we own.
+        let up = unsafe {
+            libc::openat(
+                fd,
+                c"..".as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if up < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let up = unsafe { OwnedFd::from_raw_fd(up) };
+        if stat(up.as_raw_fd())? == id {
+            // The file system's root, and the mount root never met: the
+            // directory was moved out from under the mount meanwhile.
+            return Err(Errno::PERM);
+        }
+        cur = Some(up);
+    }
+    Err(Errno::NAMETOOLONG)
+}
+
+#[cfg(not(unix))]
+fn ancestors_avoid(
+    _dir: &impl std::os::fd::AsFd,
+    _stop: (u64, u64),
+    _guarded: &[(u64, u64)],
+) -> Result<(), Errno> {
+    Ok(())
 }
 
 /// Opens the file at absolute guest path `path` as a guest with `mounts`

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap, UpdateDeadline,
+};
 
 use crate::mounts::{MountSpec, Namespace};
 use crate::wasi::fdtable::{Desc, FdTable, Sink};
@@ -138,6 +140,7 @@ impl Runtime {
         wasi::add_to_linker(&mut linker)
             .map_err(|e| Error::internal(format!("cannot link the WASI calls: {e}")))?;
         start_epoch_ticker(&engine);
+        raise_open_file_limit();
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
@@ -410,6 +413,27 @@ fn root_message(e: &wasmtime::Error) -> String {
     parts.join(": ")
 }
 
+/// Raises the process's soft limit on open descriptors to its hard limit,
+/// once: each sandbox has its own cap well below it
+/// ([`Limits::open_files`]), so that many sandboxes fit in one process and
+/// none can use up the others' share.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: getrlimit/setrlimit on plain data.
+            unsafe {
+                let mut r: libc::rlimit = std::mem::zeroed();
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+                    r.rlim_cur = r.rlim_max;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+                }
+            }
+        });
+    }
+}
+
 fn start_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
     std::thread::Builder::new()
@@ -468,17 +492,21 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// Wall-clock time.
     pub timeout: Option<Duration>,
-    /// Bytes written to stdout and stderr together.
+    /// Bytes written to stdout, stderr and forwarded descriptors together.
     pub max_output: Option<u64>,
+    /// Files below the mounts the guest may hold open at once: each holds a
+    /// host descriptor, and all sandboxes of a process share its table.
+    pub open_files: usize,
 }
 
 impl Default for Limits {
-    /// 1 GiB of memory, one hour, 1 GiB of output.
+    /// 1 GiB of memory, one hour, 1 GiB of output, 256 open files.
     fn default() -> Limits {
         Limits {
             memory: Some(1 << 30),
             timeout: Some(Duration::from_secs(3600)),
             max_output: Some(1 << 30),
+            open_files: crate::wasi::fdtable::DEFAULT_MAX_OPEN_FILES,
         }
     }
 }
@@ -613,13 +641,12 @@ impl Sandbox {
 
     /// Runs the program to its end and reports how it ended.
     pub fn run(self) -> Result<RunResult, Error> {
-        let timeout = self.limits.timeout;
         let pre = self.program.pre.clone();
         let setup = self.setup()?;
         let engine = pre.module().engine().clone();
 
         let guest = setup.guest;
-        let status = on_guest_thread(move || run_guest(&engine, &pre, guest, timeout))?;
+        let status = on_guest_thread(move || run_guest(&engine, &pre, guest))?;
         let take = |b: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
         Ok(RunResult {
             status,
@@ -631,7 +658,7 @@ impl Sandbox {
     /// The guest's state before it starts: descriptors, namespace, limits.
     pub(crate) fn setup(self) -> Result<Setup, Error> {
         let ns = Namespace::open(&self.mounts)?;
-        let mut fds = FdTable::default();
+        let mut fds = FdTable::new(self.limits.open_files);
         let out_buf = Arc::new(Mutex::new(Vec::new()));
         let err_buf = Arc::new(Mutex::new(Vec::new()));
         fds.insert_at(0, input_desc(self.stdin)?);
@@ -652,7 +679,6 @@ impl Sandbox {
                     read,
                     write,
                     tty,
-                    counted: n == 1 || n == 2,
                 },
             );
         }
@@ -660,7 +686,6 @@ impl Sandbox {
         fds.push(Desc::Dir {
             target: root,
             preopen: Some("/".into()),
-            listing: None,
         })
         .map_err(|_| Error::input("too many descriptors"))?;
 
@@ -716,27 +741,35 @@ pub(crate) struct Setup {
     pub stderr: Arc<Mutex<Vec<u8>>>,
 }
 
-/// A store for `guest`, with its memory limit and a deadline `ticks` epochs
-/// away (time limits count in epochs).
-pub(crate) fn new_store(engine: &Engine, guest: Guest, timeout: Option<Duration>) -> Store<Guest> {
+/// A store for `guest`, with its memory limit, and its deadline brought
+/// forward to `timeout` from now if that is sooner.
+///
+/// The epoch advances every 10 ms; at each tick the wall clock is compared
+/// with the deadline, so a loaded machine, whose ticker thread sleeps
+/// longer, does not stretch the limit.
+pub(crate) fn new_store(
+    engine: &Engine,
+    mut guest: Guest,
+    timeout: Option<Duration>,
+) -> Store<Guest> {
+    if let Some(t) = timeout {
+        let d = Instant::now() + t;
+        guest.wasi.deadline = Some(guest.wasi.deadline.map_or(d, |g| g.min(d)));
+    }
     let mut store = Store::new(engine, guest);
     store.limiter(|g| &mut g.limiter);
-    let ticks = match timeout {
-        Some(t) => (t.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64,
-        None => u64::MAX / 2,
-    };
-    store.set_epoch_deadline(ticks);
-    store.epoch_deadline_trap();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| match ctx.data().wasi.deadline {
+        Some(d) if Instant::now() >= d => Err(wasmtime::Error::new(Stop::Timeout)),
+        Some(_) => Ok(UpdateDeadline::Continue(1)),
+        None => Ok(UpdateDeadline::Continue(u64::MAX / 2)),
+    });
     store
 }
 
-fn run_guest(
-    engine: &Engine,
-    pre: &InstancePre<Guest>,
-    guest: Guest,
-    timeout: Option<Duration>,
-) -> Result<Status, Error> {
-    let mut store = new_store(engine, guest, timeout);
+fn run_guest(engine: &Engine, pre: &InstancePre<Guest>, guest: Guest) -> Result<Status, Error> {
+    // The deadline is the guest's own, set when the sandbox was made.
+    let mut store = new_store(engine, guest, None);
     let t = Instant::now();
     let instance = match pre.instantiate(&mut store) {
         Ok(i) => i,
@@ -787,46 +820,41 @@ fn run_guest(
 
 fn input_desc(input: Input) -> Result<Desc, Error> {
     Ok(match input {
-        Input::Inherit => host_desc(inherit(0)?, true, false, false),
+        Input::Inherit => host_desc(inherit(0)?, true, false),
         Input::Null => Desc::Memory {
             input: Some(Cursor::new(Vec::new())),
             output: None,
-            counted: false,
         },
         Input::Bytes(b) => Desc::Memory {
             input: Some(Cursor::new(b)),
             output: None,
-            counted: false,
         },
-        Input::File(f) => host_desc(f, true, false, false),
+        Input::File(f) => host_desc(f, true, false),
     })
 }
 
 fn output_desc(output: Output, n: i32, buf: &Arc<Mutex<Vec<u8>>>) -> Result<Desc, Error> {
     Ok(match output {
-        Output::Inherit => host_desc(inherit(n)?, false, true, true),
+        Output::Inherit => host_desc(inherit(n)?, false, true),
         Output::Null => Desc::Memory {
             input: None,
             output: Some(Sink::Discard),
-            counted: true,
         },
         Output::Capture => Desc::Memory {
             input: None,
             output: Some(Sink::Buffer(buf.clone())),
-            counted: true,
         },
-        Output::File(f) => host_desc(f, false, true, true),
+        Output::File(f) => host_desc(f, false, true),
     })
 }
 
-fn host_desc(file: File, read: bool, write: bool, counted: bool) -> Desc {
+fn host_desc(file: File, read: bool, write: bool) -> Desc {
     let tty = is_terminal(&file);
     Desc::Host {
         file,
         read,
         write,
         tty,
-        counted,
     }
 }
 

@@ -45,16 +45,21 @@ impl Fixture {
         self.dir.path().join(rel).display().to_string()
     }
 
-    /// Runs the probe with the standard mounts and extra options.
+    /// Runs the probe with the standard mounts and extra options, under a
+    /// 32 MiB memory limit, and checks the host's peak memory.
     fn probe(&self, opts: &[&str], ops: &[&str]) -> Output {
+        self.probe_in(32, opts, ops)
+    }
+
+    /// Runs the probe under a memory limit of `mib` MiB; the host process
+    /// must stay within that plus [`HOST_OVERHEAD_MIB`] whatever the guest
+    /// does.
+    fn probe_in(&self, mib: i64, opts: &[&str], ops: &[&str]) -> Output {
         let root = format!("{}:/:ro", self.path("root"));
         let data = format!("{}:/data:rw", self.path("data"));
-        let p = probe();
         let mut args = vec!["run", "-m", &root, "-m", &data];
         args.extend_from_slice(opts);
-        args.push(&p);
-        args.extend_from_slice(ops);
-        run(&args)
+        checked_run(mib, &args, &[&probe()], ops)
     }
 
     /// What must never change: everything but the read-write mount.
@@ -63,6 +68,28 @@ impl Fixture {
         v.extend(snapshot(&self.dir.path().join("root")));
         v
     }
+}
+
+/// What the host process may use beyond the guest's memory limit (pynbox,
+/// Wasmtime, the compiled code): the figure docs/SECURITY.md promises.
+const HOST_OVERHEAD_MIB: i64 = 64;
+
+/// `pynbox run OPTS --memory MIB PROGRAM ARGS`, measured: asserts that the
+/// host's peak resident memory stayed within the limit plus the overhead.
+fn checked_run(mib: i64, opts: &[&str], program: &[&str], args: &[&str]) -> Output {
+    let memory = format!("{mib}M");
+    let mut cmd = pynbox();
+    cmd.args(opts)
+        .args(["--memory", &memory])
+        .args(program)
+        .args(args);
+    let (out, peak_kib) = measured(&cmd);
+    assert!(
+        peak_kib < (mib + HOST_OVERHEAD_MIB) * 1024,
+        "host peak RSS {} MiB under a {mib} MiB guest limit",
+        peak_kib / 1024
+    );
+    out
 }
 
 /// Runs one attack: `ops` for the probe, the line that shows it failed.
@@ -105,21 +132,23 @@ macro_rules! attacks {
 }
 
 attacks! {
-    // Path traversal through every path-taking call.
+    // Path traversal through every path-taking call. `..` is lexical while
+    // no symlink is crossed, so `/data/x/../../outside` is `/outside`: in
+    // the read-only root, where no `outside` exists.
     traversal_open: ["read", "/../outside/secret.txt"] => "read /../outside/secret.txt: error ENOENT";
     traversal_open_below_mount: ["read", "/data/../../outside/secret.txt"] => "read /data/../../outside/secret.txt: error ENOENT";
-    traversal_open_inside_subdir: ["read", "/sub/../../outside/secret.txt"] => "read /sub/../../outside/secret.txt: error EPERM";
-    traversal_stat: ["stat", "/sub/../../outside/secret.txt"] => "stat /sub/../../outside/secret.txt: error EPERM";
-    traversal_readlink: ["readlink", "/sub/../../outside/secret.txt"] => "readlink /sub/../../outside/secret.txt: error EPERM";
-    traversal_rename: ["rename", "/data/d.txt=/data/x/../../outside/moved"] => "rename /data/d.txt=/data/x/../../outside/moved: error EPERM";
-    traversal_link: ["link", "/data/d.txt=/data/x/../../outside/linked"] => "link /data/d.txt=/data/x/../../outside/linked: error EPERM";
-    traversal_unlink: ["unlink", "/data/x/../../outside/secret.txt"] => "unlink /data/x/../../outside/secret.txt: error EPERM";
-    traversal_mkdir: ["mkdir", "/data/x/../../outside/newdir"] => "mkdir /data/x/../../outside/newdir: error EPERM";
-    traversal_rmdir: ["rmdir", "/data/x/../../outside/sub"] => "rmdir /data/x/../../outside/sub: error EPERM";
-    traversal_utime: ["utime", "/data/x/../../outside/secret.txt"] => "utime /data/x/../../outside/secret.txt: error EPERM";
+    traversal_open_inside_subdir: ["read", "/sub/../../outside/secret.txt"] => "read /sub/../../outside/secret.txt: error ENOENT";
+    traversal_stat: ["stat", "/sub/../../outside/secret.txt"] => "stat /sub/../../outside/secret.txt: error ENOENT";
+    traversal_readlink: ["readlink", "/sub/../../outside/secret.txt"] => "readlink /sub/../../outside/secret.txt: error ENOENT";
+    traversal_rename: ["rename", "/data/d.txt=/data/x/../../outside/moved"] => "rename /data/d.txt=/data/x/../../outside/moved: error EROFS";
+    traversal_link: ["link", "/data/d.txt=/data/x/../../outside/linked"] => "link /data/d.txt=/data/x/../../outside/linked: error EROFS";
+    traversal_unlink: ["unlink", "/data/x/../../outside/secret.txt"] => "unlink /data/x/../../outside/secret.txt: error EROFS";
+    traversal_mkdir: ["mkdir", "/data/x/../../outside/newdir"] => "mkdir /data/x/../../outside/newdir: error EROFS";
+    traversal_rmdir: ["rmdir", "/data/x/../../outside/sub"] => "rmdir /data/x/../../outside/sub: error EROFS";
+    traversal_utime: ["utime", "/data/x/../../outside/secret.txt"] => "utime /data/x/../../outside/secret.txt: error EROFS";
     traversal_chdir: ["chdir", "/data/../..", "read", "outside/secret.txt"] => "read outside/secret.txt: error ENOENT";
     traversal_openat_dir_fd: ["openat", "/data=../outside/secret.txt"] => "openat /data=../outside/secret.txt: error ENOENT";
-    traversal_openat_deep: ["openat", "/sub=../../../outside/secret.txt"] => "openat /sub=../../../outside/secret.txt: error EPERM";
+    traversal_openat_deep: ["openat", "/sub=../../../outside/secret.txt"] => "openat /sub=../../../outside/secret.txt: error ENOENT";
     traversal_absolute_openat: ["openat", "/sub=/etc/passwd"] => "openat /sub=/etc/passwd: error ENOENT";
     // Symlinks pointing out, placed by the host.
     symlink_absolute: ["read", "/abs"] => "read /abs: error EPERM";
@@ -152,7 +181,8 @@ attacks! {
     descriptor_write_ungranted: ["fdwrite", "77=x"] => "fdwrite 77=x: error EBADF";
     huge_read: ["hugeread", "/sub/f.txt"] => "hugeread /sub/f.txt: error EFAULT";
     huge_write: ["hugewrite", "1"] => "hugewrite 1: error EFAULT";
-    open_files_until_the_limit: ["openmany", "/sub/f.txt"] => "openmany /sub/f.txt: ok 1020 EMFILE";
+    // Each open file holds a host descriptor: 256 by default (--open-files).
+    open_files_until_the_limit: ["openmany", "/sub/f.txt"] => "openmany /sub/f.txt: ok 256 EMFILE";
     many_files_in_read_write_mount: ["mkfiles", "/data=5000"] => "mkfiles /data=5000: ok 5000";
 }
 
@@ -160,10 +190,7 @@ attacks! {
 fn exhausting_memory() {
     let f = Fixture::new();
     let before = f.protected();
-    let out = f.probe(
-        &["--memory", "64M"],
-        &["alloc", "60", "alloc", "60", "alloc", "60"],
-    );
+    let out = f.probe_in(64, &[], &["alloc", "60", "alloc", "60", "alloc", "60"]);
     assert_eq!(out.status.code(), Some(137));
     has_line(&out, "alloc 60: error ENOMEM");
     assert_clean(&f, &before, &out);
@@ -250,10 +277,11 @@ fn trap_instruction() {
 
 fn module_attack(
     wat_or_bytes: Result<&str, Vec<u8>>,
+    mib: i64,
     opts: &[&str],
     expect_code: i32,
     needle: &str,
-) {
+) -> Output {
     let d = tempfile::tempdir().unwrap();
     let bytes = match wat_or_bytes {
         Ok(w) => wat::parse_str(w).unwrap(),
@@ -264,8 +292,7 @@ fn module_attack(
     let mut args = vec!["run"];
     args.extend_from_slice(opts);
     let ps = p.display().to_string();
-    args.push(&ps);
-    let out = run(&args);
+    let out = checked_run(mib, &args, &[&ps], &[]);
     assert_eq!(
         out.status.code(),
         Some(expect_code),
@@ -277,6 +304,7 @@ fn module_attack(
         "{needle:?} not in {}",
         text(&out.stderr)
     );
+    out
 }
 
 #[test]
@@ -284,6 +312,7 @@ fn malformed_truncated_module() {
     let good = std::fs::read(guest("probe")).unwrap();
     module_attack(
         Err(good[..good.len() / 3].to_vec()),
+        32,
         &[],
         2,
         "not a valid WebAssembly module",
@@ -297,6 +326,7 @@ fn malformed_invalid_code() {
         Ok(
             r#"(module (memory (export "memory") 1) (func (export "_start") (i32.add (i64.const 1) (i32.const 2)) drop))"#,
         ),
+        32,
         &[],
         2,
         "not a valid WebAssembly module",
@@ -309,6 +339,7 @@ fn malformed_imports_missing_function() {
         Ok(
             r#"(module (import "wasi_snapshot_preview1" "path_open_all_files" (func)) (memory (export "memory") 1) (func (export "_start")))"#,
         ),
+        32,
         &[],
         2,
         "path_open_all_files",
@@ -319,7 +350,8 @@ fn malformed_imports_missing_function() {
 fn malformed_huge_memory() {
     module_attack(
         Ok(r#"(module (memory (export "memory") 65536) (func (export "_start")))"#),
-        &["--memory", "64M"],
+        64,
+        &[],
         137,
         "memory limit",
     );
@@ -331,6 +363,7 @@ fn malformed_huge_table() {
         Ok(
             r#"(module (memory (export "memory") 1) (table 4000000000 funcref) (func (export "_start")))"#,
         ),
+        32,
         &[],
         2,
         "cannot start",
@@ -342,7 +375,8 @@ fn malformed_memory_grow_loop() {
     module_attack(
         Ok(r#"(module (memory (export "memory") 1)
               (func (export "_start") (loop (br_if 0 (i32.ne (memory.grow (i32.const 1000)) (i32.const -1)))) unreachable))"#),
-        &["--memory", "256M"],
+        256,
+        &[],
         137,
         "memory limit of 256M",
     );
@@ -358,6 +392,7 @@ fn malformed_out_of_bounds_pointer_to_wasi() {
               (memory (export "memory") 1)
               (func (export "_start") (call $exit (call $w (i32.const 1) (i32.const 0xfffffff0) (i32.const 2) (i32.const 0)))))"#,
         ),
+        32,
         &[],
         21, // EFAULT, returned by fd_write and used as the exit status
         "",
@@ -399,4 +434,391 @@ for name, f in attempts.items():
     assert!(out.status.success(), "{o}\n{}", text(&out.stderr));
     assert!(!o.contains("ESCAPED"), "{o}");
     assert_eq!(o.matches("blocked").count(), 12, "{o}");
+}
+
+// ---------------------------------------------------------------------
+// Findings of an attacker's review, each performed as it was found. Every
+// one of these succeeded against pynbox before its fix.
+
+/// A read-only mount whose host directory lies inside a read-write
+/// mount's: `H` at /w rw and `H/ro` at /w/ro ro, `H/sub` an ordinary
+/// directory, and `H/hostlink` a symlink the host made to `ro`.
+fn nested_fixture() -> (tempfile::TempDir, String, String) {
+    let d = tempfile::tempdir().unwrap();
+    let h = d.path().join("h");
+    for sub in ["sub", "ro/d"] {
+        std::fs::create_dir_all(h.join(sub)).unwrap();
+    }
+    std::fs::write(h.join("ro/f"), "read-only").unwrap();
+    std::os::unix::fs::symlink("ro", h.join("hostlink")).unwrap();
+    let w = format!("{}:/w:rw", h.display());
+    let ro = format!("{}:/w/ro:ro", h.join("ro").display());
+    (d, w, ro)
+}
+
+#[test]
+fn nested_read_only_mount_is_not_written_through_dot_dot() {
+    let (d, w, ro) = nested_fixture();
+    let before = snapshot(&d.path().join("h/ro"));
+    let ops = [
+        ("write", "/w/sub/../ro/f=pwned", "EROFS"),
+        ("append", "/w/sub/../ro/f=pwned", "EROFS"),
+        ("truncate", "/w/sub/../ro/f", "EROFS"),
+        ("unlink", "/w/sub/../ro/f", "EROFS"),
+        ("rename", "/w/sub/../ro/f=/w/stolen", "EROFS"),
+        ("rename", "/w/sub=/w/sub/../ro/moved", "EROFS"),
+        ("link", "/w/sub/../ro/f=/w/linked", "EROFS"),
+        ("mkdir", "/w/sub/../ro/new", "EROFS"),
+        ("rmdir", "/w/sub/../ro/d", "EROFS"),
+        ("utime", "/w/sub/../ro/f", "EROFS"),
+        ("openat", "/w/sub=../ro/f", "ok read-only"),
+    ];
+    let mut args = Vec::new();
+    for (op, arg, _) in &ops {
+        args.extend([*op, *arg]);
+    }
+    let out = checked_run(32, &["run", "-m", &w, "-m", &ro], &[&probe()], &args);
+    for (op, arg, want) in &ops {
+        let want = if want.starts_with("ok") {
+            format!("{op} {arg}: {want}")
+        } else {
+            format!("{op} {arg}: error {want}")
+        };
+        has_line(&out, &want);
+    }
+    assert_eq!(snapshot(&d.path().join("h/ro")), before);
+    assert!(!d.path().join("h/stolen").exists() && !d.path().join("h/linked").exists());
+}
+
+#[test]
+fn nested_read_only_mount_is_not_reached_through_symlinks() {
+    let (d, w, ro) = nested_fixture();
+    let before = snapshot(&d.path().join("h/ro"));
+    // The guest makes its own links (allowed here), then goes through
+    // them, and through a chain of a link and `..`; the host made one too.
+    let ops = [
+        ("symlink", ".=/w/self", "ok"),
+        ("symlink", "sub=/w/s", "ok"),
+        ("write", "/w/self/ro/f=pwned", "error EPERM"),
+        ("write", "/w/s/../ro/f=pwned", "error EPERM"),
+        ("unlink", "/w/self/ro/f", "error EPERM"),
+        ("rmdir", "/w/self/ro/d", "error EPERM"),
+        ("rename", "/w/self/ro/f=/w/stolen", "error EPERM"),
+        ("mkdir", "/w/s/../ro/new", "error EPERM"),
+        ("write", "/w/hostlink/f=pwned", "error EPERM"),
+        ("read", "/w/hostlink/f", "error EPERM"),
+        ("ls", "/w/hostlink", "error EPERM"),
+        ("openat", "/w/s=../ro/f", "error EPERM"),
+    ];
+    let mut args = Vec::new();
+    for (op, arg, _) in &ops {
+        args.extend([*op, *arg]);
+    }
+    let out = checked_run(
+        32,
+        &["run", "--allow-symlinks", "-m", &w, "-m", &ro],
+        &[&probe()],
+        &args,
+    );
+    for (op, arg, want) in &ops {
+        has_line(&out, &format!("{op} {arg}: {want}"));
+    }
+    assert_eq!(snapshot(&d.path().join("h/ro")), before);
+}
+
+#[test]
+fn a_mount_hides_what_lies_under_it_through_dot_dot() {
+    // `/etc/../data/x` is the mount's x, not the hidden root/data/x.
+    let d = tempfile::tempdir().unwrap();
+    for sub in ["a/etc", "a/data", "b"] {
+        std::fs::create_dir_all(d.path().join(sub)).unwrap();
+    }
+    std::fs::write(d.path().join("a/data/x"), "hidden").unwrap();
+    std::fs::write(d.path().join("b/x"), "mounted").unwrap();
+    let a = format!("{}:/:ro", d.path().join("a").display());
+    let b = format!("{}:/data:rw", d.path().join("b").display());
+    let out = checked_run(
+        32,
+        &["run", "-m", &a, "-m", &b],
+        &[&probe()],
+        &[
+            "read",
+            "/etc/../data/x",
+            "openat",
+            "/etc=../data/x",
+            "write",
+            "/etc/../data/y=new",
+        ],
+    );
+    has_line(&out, "read /etc/../data/x: ok mounted");
+    has_line(&out, "openat /etc=../data/x: ok mounted");
+    has_line(&out, "write /etc/../data/y=new: ok");
+    assert!(d.path().join("b/y").exists() && !d.path().join("a/data/y").exists());
+}
+
+#[test]
+fn standard_streams_cannot_seek_truncate_or_write_at_an_offset() {
+    // stdout appends to a host file that already holds the host's data;
+    // the guest tries to grow it past --max-output by seeking, to cut it,
+    // and to overwrite it.
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("log");
+    std::fs::write(&log, "host data\n").unwrap();
+    let append = || std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let mut cmd = pynbox();
+    cmd.args(["run", "--max-output", "1K", "-h", "0:3", &probe()])
+        .args([
+            "seek",
+            "1=1099511627776",
+            "pwrite",
+            "1=1099511627776",
+            "ftruncate",
+            "1=0",
+            "seek",
+            "3=10",
+            "pread",
+            "3=0",
+            "ftruncate",
+            "3=0",
+        ])
+        .stdin(std::fs::File::open(&log).unwrap())
+        .stdout(append())
+        .stderr(append());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "six refusals");
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.starts_with("host data\n"), "{written}");
+    for line in [
+        "seek 1=1099511627776: error ESPIPE",
+        "pwrite 1=1099511627776: error ESPIPE",
+        "ftruncate 1=0: error EINVAL",
+        "seek 3=10: error ESPIPE",
+        "pread 3=0: error ESPIPE",
+        "ftruncate 3=0: error EINVAL",
+    ] {
+        assert!(written.contains(line), "{line} not in {written}");
+    }
+    assert!(std::fs::metadata(&log).unwrap().len() < 2048);
+}
+
+#[test]
+fn forwarded_descriptors_count_toward_the_output_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let out_file = d.path().join("w");
+    let w = format!("3:{}", out_file.display());
+    let big = format!("3={}", "x".repeat(600));
+    let out = run(&[
+        "run",
+        "--max-output",
+        "1K",
+        "-w",
+        &w,
+        &probe(),
+        "fdwrite",
+        &big,
+        "fdwrite",
+        &big,
+    ]);
+    assert_eq!(out.status.code(), Some(153), "{}", text(&out.stderr));
+    assert!(std::fs::metadata(&out_file).unwrap().len() <= 1024);
+}
+
+/// A module that calls `fd_write(1, iovs, COUNT, nwritten)` with COUNT
+/// iovecs that all cover the whole 16 MiB memory, and exits with the errno.
+fn gather_bomb(count: u32) -> String {
+    format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 256)
+          (func (export "_start") (local $i i32)
+            ;; iovecs at 0x100000, each {{ptr 0, len 16 MiB}}
+            (loop $l
+              (i32.store (i32.add (i32.const 0x100000) (i32.mul (local.get $i) (i32.const 8))) (i32.const 0))
+              (i32.store (i32.add (i32.const 0x100004) (i32.mul (local.get $i) (i32.const 8))) (i32.const 0x1000000))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $i) (i32.const {count}))))
+            (call $exit (call $w (i32.const 1) (i32.const 0x100000) (i32.const {count}) (i32.const 0x200000)))))"#
+    )
+}
+
+#[test]
+fn gathered_writes_do_not_copy_guest_memory_into_the_host() {
+    // 64 iovecs over 16 MiB: 1 GiB reaches /dev/null, the host holds none
+    // of it (it peaked at 1.06 GB).
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m.wasm");
+    std::fs::write(&m, wat::parse_str(gather_bomb(64)).unwrap()).unwrap();
+    // Through sh, so that the gigabyte goes to /dev/null, not to a file.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.env("PYNBOX_CACHE_DIR", module_cache()).args([
+        "-c",
+        "exec \"$0\" \"$@\" >/dev/null",
+        &pynbox_bin().display().to_string(),
+        "run",
+        "--memory",
+        "32M",
+        "--max-output",
+        "none",
+        &m.display().to_string(),
+    ]);
+    let (out, peak_kib) = measured(&cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        peak_kib < (32 + HOST_OVERHEAD_MIB) * 1024,
+        "host peak RSS {} MiB",
+        peak_kib / 1024
+    );
+    // 1,024 iovecs over 16 MiB ask for 16 GiB: refused (EINVAL = 28), not
+    // allocated (the host was killed).
+    module_attack(Ok(&gather_bomb(1024)), 32, &[], 28, "");
+}
+
+#[test]
+fn huge_paths_are_refused_before_they_are_copied() {
+    // A 16 MiB path of a/a/a/... to path_filestat_get: ENAMETOOLONG (37),
+    // with the host's memory untouched (it peaked at 995 MB).
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "path_filestat_get" (func $st (param i32 i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 300)
+      (func (export "_start") (local $i i32)
+        (loop $l
+          (i32.store16 (local.get $i) (i32.const 0x2f61)) ;; "a/"
+          (local.set $i (i32.add (local.get $i) (i32.const 2)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 0x1000000))))
+        (call $exit (call $st (i32.const 3) (i32.const 1) (i32.const 0) (i32.const 0x1000000) (i32.const 0x1100000)))))"#;
+    let d = tempfile::tempdir().unwrap();
+    let m = format!("{}:/:ro", d.path().display());
+    module_attack(Ok(wat), 32, &["-m", &m], 37, "");
+    // One component longer than NAME_MAX is refused the same way.
+    let f = Fixture::new();
+    let long = format!("/data/{}", "n".repeat(300));
+    let out = f.probe(&[], &["stat", &long]);
+    has_line(&out, &format!("stat {long}: error ENAMETOOLONG"));
+}
+
+#[test]
+fn many_directory_descriptors_cost_the_host_no_listings() {
+    // 5,000 long names in a directory the guest fills itself, then 1,000
+    // descriptors on it, each with a listing started (it peaked at 1.46 GB).
+    let f = Fixture::new();
+    // Directory descriptors hold no host descriptor: --open-files does not
+    // limit them.
+    let out = f.probe(
+        &[],
+        &["mklong", "/data/x=5000", "readdirmany", "/data/x=1000"],
+    );
+    has_line(&out, "mklong /data/x=5000: ok 5000");
+    has_line(&out, "readdirmany /data/x=1000: ok 1000");
+}
+
+#[test]
+fn a_sandbox_holds_at_most_its_share_of_host_descriptors() {
+    let f = Fixture::new();
+    let out = f.probe(&["--open-files", "10"], &["openmany", "/sub/f.txt"]);
+    has_line(&out, "openmany /sub/f.txt: ok 10 EMFILE");
+}
+
+#[test]
+fn a_host_descriptor_that_is_not_open_is_an_error_not_pynbox_own() {
+    // Descriptor 3 open, 4 closed: `-h 3:3 -h 4:4` must say 4 is not open,
+    // not give the guest pynbox's duplicate of 3 as its 4.
+    use std::os::unix::process::CommandExt;
+    let mut cmd = pynbox();
+    cmd.args([
+        "run",
+        "-h",
+        "3:3",
+        "-h",
+        "4:4",
+        &probe(),
+        "fdwrite",
+        "4=wrong",
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if fd != 3 {
+                libc::close(fd);
+            }
+            libc::close(4);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("host descriptor 4 is not open"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn device_and_inode_numbers_do_not_reveal_the_host() {
+    use std::os::unix::fs::MetadataExt;
+    let f = Fixture::new();
+    let out = f.probe(
+        &[],
+        &[
+            "statid",
+            "/sub/f.txt",
+            "statid",
+            "/sub/../sub/f.txt",
+            "lsino",
+            "/sub",
+            "fstatid",
+            "1",
+        ],
+    );
+    let lines = probe_lines(&out);
+    let detail = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {lines:?}"))
+            .to_string()
+    };
+    let id = detail("statid /sub/f.txt: ok ");
+    let host = std::fs::metadata(f.path("root/sub/f.txt")).unwrap();
+    let (dev, ino) = id.split_once(':').unwrap();
+    assert_ne!(ino, host.ino().to_string(), "the host's inode number");
+    assert_ne!(dev, host.dev().to_string(), "the host's device number");
+    // Consistent within the sandbox: the same file has the same numbers
+    // by any path, and readdir agrees with stat.
+    assert_eq!(detail("statid /sub/../sub/f.txt: ok "), id);
+    assert_eq!(detail("lsino /sub: ok "), format!("f.txt:{ino}"));
+    let stdout_ino = detail("fstatid 1: ok ");
+    assert!(!stdout_ino.ends_with(&format!(":{}", host.ino())));
+}
+
+#[test]
+fn wrapping_guest_pointers_are_efault_not_a_panic() {
+    // Offsets that wrap past 4 GiB: an iovec array, poll subscriptions and
+    // events, argv pointers. Debug builds (run in CI) panicked on these.
+    let calls = [
+        // fd_write(1, iovs=0xfffffffc, 2, 0)
+        r#"(call $exit (call $fd_write (i32.const 1) (i32.const 0xfffffffc) (i32.const 2) (i32.const 0)))"#,
+        // poll_oneoff(in=0xffffffd0, out=0, 2, 0)
+        r#"(call $exit (call $poll (i32.const 0xffffffd0) (i32.const 0) (i32.const 2) (i32.const 0)))"#,
+        // args_get(argv=0xfffffffe, buf=0)
+        r#"(call $exit (call $args_get (i32.const 0xfffffffe) (i32.const 0)))"#,
+    ];
+    for call in calls {
+        let wat = format!(
+            r#"(module
+              (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+              (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+              (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+              (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+              (memory (export "memory") 1)
+              (func (export "_start") {call}))"#
+        );
+        module_attack(Ok(&wat), 32, &[], 21, "");
+    }
 }

@@ -36,6 +36,7 @@ impl Errno {
     pub const NOTDIR: Errno = Errno(54);
     pub const NOTEMPTY: Errno = Errno(55);
     pub const NOTSOCK: Errno = Errno(57);
+    pub const NXIO: Errno = Errno(60);
     pub const NOTSUP: Errno = Errno(58);
     pub const NOTTY: Errno = Errno(59);
     pub const OVERFLOW: Errno = Errno(61);
@@ -83,6 +84,7 @@ impl From<io::Error> for Errno {
                 libc::ENOSYS => Errno::NOSYS,
                 libc::ENOTEMPTY => Errno::NOTEMPTY,
                 libc::ELOOP => Errno::LOOP,
+                libc::ENXIO => Errno::NXIO,
                 libc::EOVERFLOW => Errno::OVERFLOW,
                 libc::EILSEQ => Errno::ILSEQ,
                 libc::ENOTSUP => Errno::NOTSUP,

@@ -16,22 +16,25 @@ use crate::mounts::Target;
 
 /// Descriptors the guest may hold at once (stdio and preopens included).
 pub const MAX_FDS: usize = 1024;
+/// Files below mounts a guest may hold open at once by default: each holds
+/// a host descriptor, and the sandboxes of one process share its table.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
 
 pub(crate) enum Desc {
-    /// A host descriptor handed to the guest: stdio, `-h`, `-r`, `-w`.
+    /// A host descriptor handed to the guest: stdio, `-h`, `-r`, `-w`. A
+    /// stream to the guest (no offsets, no truncation), and every byte
+    /// written to it counts toward `--max-output`.
     Host {
         file: File,
         read: bool,
         write: bool,
         tty: bool,
-        /// Counts towards `--max-output` (the guest's stdout and stderr).
-        counted: bool,
     },
-    /// In-memory input or captured output, for the embedding API.
+    /// In-memory input or captured output, for the embedding API. What is
+    /// written to it counts toward `--max-output`, as for host streams.
     Memory {
         input: Option<Cursor<Vec<u8>>>,
         output: Option<Sink>,
-        counted: bool,
     },
     /// A file the guest opened below a mount.
     File {
@@ -46,8 +49,6 @@ pub(crate) enum Desc {
     Dir {
         target: Target,
         preopen: Option<String>,
-        /// The listing read at cookie 0, reused by later `fd_readdir` calls.
-        listing: Option<Vec<DirEntry>>,
     },
 }
 
@@ -64,12 +65,40 @@ pub(crate) struct DirEntry {
     pub filetype: u8,
 }
 
-#[derive(Default)]
 pub(crate) struct FdTable {
     fds: BTreeMap<u32, Desc>,
+    /// The most [`Desc::File`] entries at once: the host descriptors a
+    /// guest can make pynbox hold.
+    max_files: usize,
+}
+
+impl Default for FdTable {
+    fn default() -> FdTable {
+        FdTable::new(DEFAULT_MAX_OPEN_FILES)
+    }
 }
 
 impl FdTable {
+    pub fn new(max_files: usize) -> FdTable {
+        FdTable {
+            fds: BTreeMap::new(),
+            max_files,
+        }
+    }
+
+    /// EMFILE if the guest already holds as many open files as it may.
+    pub fn check_host_room(&self) -> WasiResult<()> {
+        let open = self
+            .fds
+            .values()
+            .filter(|d| matches!(d, Desc::File { .. }))
+            .count();
+        if open >= self.max_files {
+            return Err(Errno::MFILE);
+        }
+        Ok(())
+    }
+
     pub fn insert_at(&mut self, fd: u32, d: Desc) {
         self.fds.insert(fd, d);
     }
@@ -80,6 +109,9 @@ impl FdTable {
     pub fn push(&mut self, d: Desc) -> WasiResult<u32> {
         if self.fds.len() >= MAX_FDS {
             return Err(Errno::MFILE);
+        }
+        if matches!(d, Desc::File { .. }) {
+            self.check_host_room()?;
         }
         let mut n = 3;
         while self.fds.contains_key(&n) {

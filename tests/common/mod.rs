@@ -3,6 +3,9 @@
 //! installed Python when a test needs it.
 #![allow(dead_code)]
 
+mod measure;
+pub use measure::measured;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <wasi/api.h>
 
 static const char *errname(int e) {
     switch (e) {
@@ -41,6 +42,8 @@ static const char *errname(int e) {
     case ENOMEM: return "ENOMEM";
     case EFAULT: return "EFAULT";
     case ENOSPC: return "ENOSPC";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENXIO: return "ENXIO";
     default: return "EOTHER";
     }
 }
@@ -280,6 +283,86 @@ int main(int argc, char **argv) {
                     close(dfd);
                 }
                 b[-1] = '=';
+            }
+        } else if (!strcmp(op, "mklong")) {
+            /* mklong DIR=N: create N files with 200-character names */
+            if (split(arg, &a, &b) < 0) { rc = -1; errno = EINVAL; }
+            else {
+                long n = atol(b), made = 0;
+                char path[4096], name[201];
+                memset(name, 'n', 200);
+                name[200] = 0;
+                for (long k = 0; k < n; k++) {
+                    snprintf(path, sizeof path, "%s/%ld%s", a, k, name + 10);
+                    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+                    if (fd < 0) { rc = -1; break; }
+                    close(fd);
+                    made++;
+                }
+                snprintf(detail, sizeof detail, "%ld", made);
+                b[-1] = '=';
+            }
+        } else if (!strcmp(op, "readdirmany")) {
+            /* readdirmany DIR=N: open DIR N times and read the first page
+             * of each (fd_readdir at cookie 0), keeping every one open */
+            if (split(arg, &a, &b) < 0) { rc = -1; errno = EINVAL; }
+            else {
+                long n = atol(b), done = 0;
+                static uint8_t buf[4096];
+                for (long k = 0; k < n; k++) {
+                    int fd = open(a, O_RDONLY | O_DIRECTORY);
+                    if (fd < 0) { rc = -1; break; }
+                    __wasi_size_t used;
+                    __wasi_errno_t e = __wasi_fd_readdir(fd, buf, sizeof buf, 0, &used);
+                    if (e) { rc = -1; errno = e; break; }
+                    done++;
+                }
+                snprintf(detail, sizeof detail, "%ld", done);
+                b[-1] = '=';
+            }
+        } else if (!strcmp(op, "seek")) {
+            /* seek FD=OFFSET: lseek from the start */
+            if (split(arg, &a, &b) < 0) { rc = -1; errno = EINVAL; }
+            else { rc = lseek(atoi(a), atoll(b), SEEK_SET) < 0 ? -1 : 0; b[-1] = '='; }
+        } else if (!strcmp(op, "ftruncate")) {
+            /* ftruncate FD=SIZE */
+            if (split(arg, &a, &b) < 0) { rc = -1; errno = EINVAL; }
+            else { rc = ftruncate(atoi(a), atoll(b)); b[-1] = '='; }
+        } else if (!strcmp(op, "pwrite")) {
+            /* pwrite FD=OFFSET: write one byte at OFFSET */
+            if (split(arg, &a, &b) < 0) { rc = -1; errno = EINVAL; }
+            else { rc = pwrite(atoi(a), "x", 1, atoll(b)) < 0 ? -1 : 0; b[-1] = '='; }
+        } else if (!strcmp(op, "pread")) {
+            /* pread FD=OFFSET: read one byte at OFFSET */
+            char c;
+            if (split(arg, &a, &b) < 0) { rc = -1; errno = EINVAL; }
+            else { rc = pread(atoi(a), &c, 1, atoll(b)) < 0 ? -1 : 0; b[-1] = '='; }
+        } else if (!strcmp(op, "fstatid")) {
+            /* fstatid FD: the device and inode numbers the guest sees */
+            struct stat st;
+            rc = fstat(atoi(arg), &st);
+            snprintf(detail, sizeof detail, "%llu:%llu", (unsigned long long)st.st_dev,
+                     (unsigned long long)st.st_ino);
+        } else if (!strcmp(op, "statid")) {
+            /* statid PATH: the device and inode numbers the guest sees */
+            struct stat st;
+            rc = stat(arg, &st);
+            snprintf(detail, sizeof detail, "%llu:%llu", (unsigned long long)st.st_dev,
+                     (unsigned long long)st.st_ino);
+        } else if (!strcmp(op, "lsino")) {
+            /* lsino DIR: NAME:INO of each entry but . and .. */
+            DIR *d = opendir(arg);
+            if (!d) rc = -1;
+            else {
+                struct dirent *e;
+                while ((e = readdir(d))) {
+                    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+                    char item[512];
+                    snprintf(item, sizeof item, "%s%s:%llu", *detail ? "," : "", e->d_name,
+                             (unsigned long long)e->d_ino);
+                    strncat(detail, item, sizeof detail - strlen(detail) - 1);
+                }
+                closedir(d);
             }
         } else if (!strcmp(op, "exit")) {
             exit(atoi(arg));
