@@ -184,7 +184,8 @@ fn dot_dot_cannot_leave_a_mount() {
         assert!(!l.contains("ok secret"), "escaped: {l}");
     }
     has_line(&out, "read /../secret.txt: error ENOENT");
-    has_line(&out, "read /sub/../../secret.txt: error EPERM");
+    // `..` is lexical: /sub/../.. is /, whose parent is itself.
+    has_line(&out, "read /sub/../../secret.txt: error ENOENT");
     has_line(&out, "ls /..: ok data,sub");
 }
 
