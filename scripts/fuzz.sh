@@ -23,6 +23,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz (once)"
     cargo install --locked cargo-fuzz
 fi
+# Memory is part of what is fuzzed: an input that makes the host process
+# grow past this (AddressSanitizer's own overhead included), or ask for one
+# allocation past the second figure, is a failure like a crash.
+rss_mb=${PYNBOX_FUZZ_RSS_MB:-512}
+malloc_mb=${PYNBOX_FUZZ_MALLOC_MB:-128}
 # The fuzz build (nightly, sanitizers) is kept outside the checkout.
 export CARGO_TARGET_DIR=${PYNBOX_FUZZ_TARGET_DIR:-$HOME/.cache/pynbox/fuzz-target}
 for t in "${targets[@]}"; do
@@ -31,7 +36,8 @@ for t in "${targets[@]}"; do
     echo "== fuzz $t for ${seconds}s"
     log=$(mktemp)
     if ! cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$corpus" "fuzz/regressions/$t" -- \
-        -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$seconds" -print_final_stats=1 \
+        -rss_limit_mb="$rss_mb" -malloc_limit_mb="$malloc_mb" >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "fuzz target $t failed: the input is in fuzz/artifacts/$t/" >&2
         exit 1

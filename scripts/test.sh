@@ -26,6 +26,13 @@ say "quick start: install into $dest"
 say "cargo test"
 PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast -- --test-threads=2
 
+say "cargo test, checked build (overflow checks and debug assertions in pynbox's code)"
+# Guest-controlled numbers must never panic pynbox: the tests that feed it
+# hostile ones run again with every arithmetic overflow checked.
+PYNBOX_TEST_DEST=$dest cargo test --profile checked --locked --no-fail-fast \
+    --lib --test attacks --test run --test limits_in_process --test fuzz_regressions \
+    -- --test-threads=2
+
 say "fuzz (each target briefly; scripts/fuzz.sh SECONDS for longer)"
 scripts/fuzz.sh "${PYNBOX_FUZZ_SECONDS:-60}"
 
