@@ -822,3 +822,169 @@ fn wrapping_guest_pointers_are_efault_not_a_panic() {
         module_attack(Ok(&wat), 32, &[], 21, "");
     }
 }
+
+// ---------------------------------------------------------------------
+// Promises of docs/SECURITY.md that had no test of their own.
+
+#[test]
+fn links_and_renames_between_two_read_write_mounts_are_exdev() {
+    let d = tempfile::tempdir().unwrap();
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(d.path().join(sub)).unwrap();
+    }
+    std::fs::write(d.path().join("a/f"), "a").unwrap();
+    let a = format!("{}:/a:rw", d.path().join("a").display());
+    let b = format!("{}:/b:rw", d.path().join("b").display());
+    let out = checked_run(
+        32,
+        &["run", "-m", &a, "-m", &b],
+        &[&probe()],
+        &[
+            "link",
+            "/a/f=/b/f",
+            "rename",
+            "/a/f=/b/g",
+            "link",
+            "/a/f=/a/same",
+        ],
+    );
+    has_line(&out, "link /a/f=/b/f: error EXDEV");
+    has_line(&out, "rename /a/f=/b/g: error EXDEV");
+    // The same call within one mount works: the refusal is the crossing.
+    has_line(&out, "link /a/f=/a/same: ok");
+    assert!(snapshot(&d.path().join("b")).is_empty());
+    assert_eq!(std::fs::read_to_string(d.path().join("a/f")).unwrap(), "a");
+}
+
+#[test]
+fn sockets_and_signals_answer_their_exact_errnos() {
+    // Each call's errno is the exit status: ENOTSUP (58) for every socket
+    // call, ENOSYS (52) for proc_raise.
+    let calls = [
+        (
+            "sock_accept",
+            "(param i32 i32 i32)",
+            "(i32.const 3) (i32.const 0) (i32.const 64)",
+            58,
+        ),
+        (
+            "sock_recv",
+            "(param i32 i32 i32 i32 i32 i32)",
+            "(i32.const 3) (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 64) (i32.const 68)",
+            58,
+        ),
+        (
+            "sock_send",
+            "(param i32 i32 i32 i32 i32)",
+            "(i32.const 3) (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 64)",
+            58,
+        ),
+        (
+            "sock_shutdown",
+            "(param i32 i32)",
+            "(i32.const 3) (i32.const 2)",
+            58,
+        ),
+        ("proc_raise", "(param i32)", "(i32.const 9)", 52),
+    ];
+    for (name, params, args, errno) in calls {
+        let wat = format!(
+            r#"(module
+              (import "wasi_snapshot_preview1" "{name}" (func $f {params} (result i32)))
+              (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+              (memory (export "memory") 1)
+              (func (export "_start") (call $exit (call $f {args}))))"#
+        );
+        module_attack(Ok(&wat), 32, &[], errno, "");
+    }
+}
+
+#[test]
+fn stderr_counts_toward_the_output_limit() {
+    let out = run(&["run", "--max-output", "64K", &probe(), "errflood", "1000"]);
+    assert_eq!(out.status.code(), Some(153), "{}", text(&out.stdout));
+    // The guest's bytes, then pynbox's own line.
+    let guest_bytes = out.stderr.iter().take_while(|&&b| b == b'e').count();
+    assert!(guest_bytes <= 64 * 1024, "{guest_bytes} bytes got out");
+    assert!(text(&out.stderr).contains("output limit of 64K reached"));
+}
+
+/// Every import that takes a guest pointer, called with one that lies past
+/// the end of memory (0xfffffff0, in a one-page memory) and everything
+/// else valid: each must answer EFAULT (21), the status the module exits
+/// with. Descriptor 3 is the root directory, which holds `f`; descriptor
+/// 1 is stdout; `$file` (at 512) is `f` opened for reading and writing.
+#[test]
+fn every_import_refuses_an_out_of_range_pointer() {
+    const BAD: &str = "(i32.const 0xfffffff0)";
+    // (import, its parameters, the arguments)
+    let calls: Vec<(&str, &str, String)> = vec![
+        ("args_get", "i32 i32", format!("{BAD} (i32.const 64)")),
+        ("args_sizes_get", "i32 i32", format!("{BAD} (i32.const 64)")),
+        ("environ_get", "i32 i32", format!("{BAD} (i32.const 64)")),
+        ("environ_sizes_get", "i32 i32", format!("(i32.const 64) {BAD}")),
+        ("clock_res_get", "i32 i32", format!("(i32.const 0) {BAD}")),
+        ("clock_time_get", "i32 i64 i32", format!("(i32.const 0) (i64.const 0) {BAD}")),
+        ("fd_fdstat_get", "i32 i32", format!("(i32.const 1) {BAD}")),
+        ("fd_filestat_get", "i32 i32", format!("(i32.const 1) {BAD}")),
+        ("fd_prestat_get", "i32 i32", format!("(i32.const 3) {BAD}")),
+        ("fd_prestat_dir_name", "i32 i32 i32", format!("(i32.const 3) {BAD} (i32.const 1)")),
+        ("fd_read", "i32 i32 i32 i32", format!("(local.get $file) {BAD} (i32.const 1) (i32.const 64)")),
+        ("fd_read", "i32 i32 i32 i32", format!("(local.get $file) (i32.const 128) (i32.const 1) {BAD}")),
+        ("fd_pread", "i32 i32 i32 i64 i32", format!("(local.get $file) {BAD} (i32.const 1) (i64.const 0) (i32.const 64)")),
+        ("fd_write", "i32 i32 i32 i32", format!("(i32.const 1) {BAD} (i32.const 1) (i32.const 64)")),
+        ("fd_write", "i32 i32 i32 i32", format!("(i32.const 1) (i32.const 136) (i32.const 1) {BAD}")),
+        ("fd_pwrite", "i32 i32 i32 i64 i32", format!("(local.get $file) {BAD} (i32.const 1) (i64.const 0) (i32.const 64)")),
+        ("fd_readdir", "i32 i32 i32 i64 i32", format!("(i32.const 3) {BAD} (i32.const 64) (i64.const 0) (i32.const 64)")),
+        ("fd_seek", "i32 i64 i32 i32", format!("(local.get $file) (i64.const 0) (i32.const 0) {BAD}")),
+        ("fd_tell", "i32 i32", format!("(local.get $file) {BAD}")),
+        ("path_create_directory", "i32 i32 i32", format!("(i32.const 3) {BAD} (i32.const 1)")),
+        ("path_filestat_get", "i32 i32 i32 i32 i32", format!("(i32.const 3) (i32.const 0) {BAD} (i32.const 1) (i32.const 64)")),
+        ("path_filestat_get", "i32 i32 i32 i32 i32", format!("(i32.const 3) (i32.const 0) (i32.const 256) (i32.const 1) {BAD}")),
+        ("path_filestat_set_times", "i32 i32 i32 i32 i64 i64 i32", format!("(i32.const 3) (i32.const 0) {BAD} (i32.const 1) (i64.const 0) (i64.const 0) (i32.const 0)")),
+        ("path_link", "i32 i32 i32 i32 i32 i32 i32", format!("(i32.const 3) (i32.const 0) {BAD} (i32.const 1) (i32.const 3) (i32.const 256) (i32.const 1)")),
+        ("path_open", "i32 i32 i32 i32 i32 i64 i64 i32 i32", format!("(i32.const 3) (i32.const 0) {BAD} (i32.const 1) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 64)")),
+        ("path_open", "i32 i32 i32 i32 i32 i64 i64 i32 i32", format!("(i32.const 3) (i32.const 0) (i32.const 256) (i32.const 1) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) {BAD}")),
+        ("path_readlink", "i32 i32 i32 i32 i32 i32", format!("(i32.const 3) {BAD} (i32.const 1) (i32.const 64) (i32.const 8) (i32.const 72)")),
+        ("path_remove_directory", "i32 i32 i32", format!("(i32.const 3) {BAD} (i32.const 1)")),
+        ("path_rename", "i32 i32 i32 i32 i32 i32", format!("(i32.const 3) {BAD} (i32.const 1) (i32.const 3) (i32.const 256) (i32.const 1)")),
+        ("path_symlink", "i32 i32 i32 i32 i32", format!("{BAD} (i32.const 1) (i32.const 3) (i32.const 256) (i32.const 1)")),
+        ("path_unlink_file", "i32 i32 i32", format!("(i32.const 3) {BAD} (i32.const 1)")),
+        ("poll_oneoff", "i32 i32 i32 i32", format!("{BAD} (i32.const 1024) (i32.const 1) (i32.const 64)")),
+        ("random_get", "i32 i32", format!("{BAD} (i32.const 16)")),
+    ];
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("f"), "file").unwrap();
+    let m = format!("{}:/:rw", root.display());
+    for (name, params, args) in &calls {
+        let wat = format!(
+            r#"(module
+              (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+              (import "wasi_snapshot_preview1" "{name}" (func $f (param {params}) (result i32)))
+              (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+              (memory (export "memory") 1)
+              ;; "f" at 256; an iovec {{ptr 192, len 4}} at 128 and at 136
+              (data (i32.const 256) "f")
+              (data (i32.const 128) "\c0\00\00\00\04\00\00\00\c0\00\00\00\04\00\00\00")
+              (func (export "_start") (local $file i32)
+                ;; open f for reading and writing (rights: read, seek, tell, write)
+                (if (call $open (i32.const 3) (i32.const 0) (i32.const 256) (i32.const 1) (i32.const 0) (i64.const 0x66) (i64.const 0) (i32.const 0) (i32.const 512))
+                  (then (call $exit (i32.const 99))))
+                (local.set $file (i32.load (i32.const 512)))
+                (call $exit (call $f {args}))))"#
+        );
+        let p = d.path().join("m.wasm");
+        std::fs::write(&p, wat::parse_str(&wat).unwrap()).unwrap();
+        let p = p.display().to_string();
+        let out = checked_run(32, &["run", "-E", "A=B", "-m", &m], &[&p], &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(21),
+            "{name}({args}): {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "file");
+}

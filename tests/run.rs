@@ -691,3 +691,26 @@ fn compiled_code_cache_is_used_and_corruption_is_rebuilt() {
     assert_ne!(rebuilt, bytes, "the corrupt entry was kept");
     assert!(std::fs::metadata(entry).unwrap().modified().unwrap() >= first);
 }
+
+#[test]
+fn a_guest_blocked_reading_stdin_ends_at_the_limit_in_the_cli() {
+    // stdin is a pipe that stays open and never delivers.
+    let warm = run(&["run", &probe(), "exit", "0"]);
+    assert_ok(&warm); // compiled before the clock starts
+    let (r, _w) = std::io::pipe().unwrap();
+    let start = Instant::now();
+    let out = pynbox()
+        .args(["run", "--timeout", "1", &probe(), "fdread", "0"])
+        .stdin(r)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("time limit"));
+    // The limit, plus process start; the watchdog would only end it 1 s
+    // later still.
+    assert!(
+        start.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        start.elapsed()
+    );
+}

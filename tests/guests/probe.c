@@ -227,6 +227,12 @@ int main(int argc, char **argv) {
             memset(kb, 'x', sizeof kb);
             for (long k = 0; k < atol(arg); k++) fwrite(kb, 1, sizeof kb, stdout);
             fflush(stdout);
+        } else if (!strcmp(op, "errflood")) {
+            /* errflood N: write N KiB to stderr */
+            static char kb[1024];
+            memset(kb, 'e', sizeof kb);
+            for (long k = 0; k < atol(arg); k++) fwrite(kb, 1, sizeof kb, stderr);
+            fflush(stderr);
         } else if (!strcmp(op, "sleep")) {
             struct timespec ts = {atoi(arg), 0};
             rc = nanosleep(&ts, NULL);
