@@ -32,13 +32,25 @@ fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Packag
 #[derive(Clone, Debug)]
 pub enum Repo {
     Dir(PathBuf),
-    Url(String),
+    /// An `https://` URL, or an `http://` one. Over plain http anyone on
+    /// the network path can serve their own index and archives, so it is
+    /// refused for any host but a loopback address (127.0.0.0/8, ::1,
+    /// `localhost`) unless `allow_insecure_http` is set
+    /// (`--allow-insecure-http`).
+    Url {
+        url: String,
+        allow_insecure_http: bool,
+    },
 }
 
 impl Repo {
-    pub fn parse(s: &str) -> Repo {
+    /// A directory, or a URL when `s` starts with `http://` or `https://`.
+    pub fn parse(s: &str, allow_insecure_http: bool) -> Repo {
         if s.starts_with("http://") || s.starts_with("https://") {
-            Repo::Url(s.trim_end_matches('/').to_string())
+            Repo::Url {
+                url: s.trim_end_matches('/').to_string(),
+                allow_insecure_http,
+            }
         } else {
             Repo::Dir(PathBuf::from(s))
         }
@@ -47,8 +59,35 @@ impl Repo {
     pub fn describe(&self) -> String {
         match self {
             Repo::Dir(d) => d.display().to_string(),
-            Repo::Url(u) => u.clone(),
+            Repo::Url { url, .. } => url.clone(),
         }
+    }
+
+    /// The HTTP client for a URL repository, after checking its transport:
+    /// https, plain http to a loopback address, or plain http explicitly
+    /// allowed. Redirects stay on https from an https repository; from a
+    /// plain-http one they are followed only when it is explicitly allowed.
+    fn agent(url: &str, allow_insecure_http: bool) -> Result<ureq::Agent> {
+        let uri: ureq::http::Uri = url
+            .parse()
+            .map_err(|e| PackageError(format!("'{url}' is not a valid URL: {e}")))?;
+        let host = uri.host().unwrap_or_default();
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(20)))
+            .timeout_recv_body(Some(Duration::from_secs(60)))
+            .http_status_as_error(false);
+        let config = match uri.scheme_str() {
+            _ if allow_insecure_http => config,
+            Some("https") => config.https_only(true),
+            Some("http") if is_loopback_host(host) => config.max_redirects(0),
+            Some("http") => {
+                return err(format!(
+                    "refused the plain-http repository {url}: over http anyone on the network path can serve their own packages; use an https URL, or pass --allow-insecure-http if you trust the network"
+                ))
+            }
+            _ => return err(format!("'{url}': a repository URL starts with https:// or http://")),
+        };
+        Ok(config.build().into())
     }
 
     /// What the repository offers. A directory without `index.json` is
@@ -64,7 +103,9 @@ impl Repo {
                 }
                 let idx = d.join("index.json");
                 if idx.exists() {
-                    let data = std::fs::read(&idx)
+                    let mut data = Vec::new();
+                    std::fs::File::open(&idx)
+                        .and_then(|f| f.take(packages::MAX_INDEX_FILE).read_to_end(&mut data))
                         .map_err(io_err(format!("reading {}", idx.display())))?;
                     return serde_json::from_slice(&data).map_err(|e| {
                         PackageError(format!("{} is not a valid index: {e}", idx.display()))
@@ -88,9 +129,13 @@ impl Repo {
                 }
                 Ok(index)
             }
-            Repo::Url(u) => {
+            Repo::Url {
+                url: u,
+                allow_insecure_http,
+            } => {
+                let agent = Repo::agent(u, *allow_insecure_http)?;
                 let url = format!("{u}/index.json");
-                let body = http_get_small(&url)?;
+                let body = http_get_small(&agent, &url)?;
                 serde_json::from_slice(&body)
                     .map_err(|e| PackageError(format!("{url} is not a valid package index: {e}")))
             }
@@ -106,25 +151,37 @@ impl Repo {
                 entry.file
             ));
         }
+        // The size bounds the download: none (0) or more than a package
+        // may hold is refused, never taken as "no limit".
+        if entry.size == 0 || entry.size > packages::MAX_ARCHIVE {
+            return err(format!(
+                "the repository's index gives no size or an impossible one ({}) for {}: refused; rebuild the index with `pynbox build`",
+                entry.size, entry.file
+            ));
+        }
         let path = match self {
             Repo::Dir(d) => d.join(&entry.file),
-            Repo::Url(u) => {
+            Repo::Url {
+                url: u,
+                allow_insecure_http,
+            } => {
+                let agent = Repo::agent(u, *allow_insecure_http)?;
                 std::fs::create_dir_all(downloads)
                     .map_err(io_err("creating the download directory"))?;
                 let dest = downloads.join(&entry.file);
                 // Fetched already in this install (to read its manifest):
                 // it is checked below like a fresh download.
                 if !dest.exists() {
-                    download(&format!("{u}/{}", entry.file), &dest, entry.size)?;
+                    download(&agent, &format!("{u}/{}", entry.file), &dest, entry.size)?;
                 }
                 dest
             }
         };
         if !entry.sha256.is_empty() {
-            let data =
-                std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
-            if sha256_hex(&data) != entry.sha256 {
-                if matches!(self, Repo::Url(_)) {
+            let (sha256, _) = packages::sha256_file(&path)
+                .map_err(io_err(format!("reading {}", path.display())))?;
+            if sha256 != entry.sha256 {
+                if matches!(self, Repo::Url { .. }) {
                     let _ = std::fs::remove_file(&path);
                 }
                 return err(format!(
@@ -137,27 +194,34 @@ impl Repo {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_recv_body(Some(Duration::from_secs(60)))
-        .http_status_as_error(false)
-        .build()
-        .into()
+/// Whether `host` (as a URL gives it) is a loopback address: 127.0.0.0/8,
+/// ::1 (or ::ffff:127.x.y.z) or `localhost`.
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.eq_ignore_ascii_case("localhost") || h.eq_ignore_ascii_case("localhost.") {
+        return true;
+    }
+    match h.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => a.is_loopback(),
+        Ok(std::net::IpAddr::V6(a)) => {
+            a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
-fn http_get_small(url: &str) -> Result<Vec<u8>> {
+fn http_get_small(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>> {
     let mut last = String::new();
     for attempt in 0..3 {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(500 << attempt));
         }
-        match agent().get(url).call() {
+        match agent.get(url).call() {
             Ok(mut r) if r.status() == 200 => {
                 let mut body = Vec::new();
                 r.body_mut()
                     .as_reader()
-                    .take(16 << 20)
+                    .take(packages::MAX_INDEX_FILE)
                     .read_to_end(&mut body)
                     .map_err(io_err(format!("reading {url}")))?;
                 return Ok(body);
@@ -176,7 +240,8 @@ fn http_get_small(url: &str) -> Result<Vec<u8>> {
 
 /// Downloads `url` to `dest`, resuming a partial `dest.part` with a Range
 /// request and retrying transient failures, with progress on stderr.
-fn download(url: &str, dest: &Path, expected: u64) -> Result<()> {
+/// `expected` is the size the index gives (never 0): more is refused.
+fn download(agent: &ureq::Agent, url: &str, dest: &Path, expected: u64) -> Result<()> {
     let part = dest.with_extension("zst.part");
     let name = dest.file_name().unwrap().to_string_lossy().into_owned();
     let mut last = String::new();
@@ -188,7 +253,7 @@ fn download(url: &str, dest: &Path, expected: u64) -> Result<()> {
         if expected > 0 && have == expected {
             break;
         }
-        let mut req = agent().get(url);
+        let mut req = agent.get(url);
         if have > 0 {
             req = req.header("Range", &format!("bytes={have}-"));
         }
@@ -700,21 +765,7 @@ fn resolve(
 fn archive_depends(repo: &Repo, entry: &IndexEntry, dest: &Dest) -> Result<Vec<String>> {
     let path = repo.fetch(entry, &dest.path().join(".downloads"))?;
     let f = std::fs::File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-    let dec = zstd::Decoder::new(f).map_err(io_err("the archive is not zstd-compressed"))?;
-    let mut tar = tar::Archive::new(dec);
-    let mut entries = tar.entries().map_err(io_err("the archive is damaged"))?;
-    let first = entries
-        .next()
-        .ok_or_else(|| PackageError("the archive is empty".into()))?
-        .map_err(io_err("the archive is damaged"))?;
-    let mut json = Vec::new();
-    first
-        .take(64 << 20)
-        .read_to_end(&mut json)
-        .map_err(io_err("reading the manifest"))?;
-    let m: packages::Manifest = serde_json::from_slice(&json)
-        .map_err(|e| PackageError(format!("{}: manifest.json is not valid: {e}", entry.file)))?;
-    m.check()?;
+    let m = packages::read_manifest(std::io::BufReader::new(f))?;
     if m.name != entry.name || m.version != entry.version {
         return err(format!(
             "{} holds {} {}, not what its name says",
@@ -879,8 +930,10 @@ exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cach
     )
 }
 
-/// A host script for a package command. It only ever calls `bin/run`, and
-/// every word from the manifest is quoted.
+/// A host script for a package command. It only ever calls `bin/run`,
+/// every word from the manifest is quoted, and the options end with `--`
+/// before them, so that no word of the package is read as an option of
+/// `pynbox run` (the manifest check refuses such a program first).
 fn command_script(package: &str, c: &Command) -> String {
     let mut s = String::from(SCRIPT_HEAD);
     s.push_str(&format!("# Command of package {package}.\n"));
@@ -894,7 +947,7 @@ fn command_script(package: &str, c: &Command) -> String {
     }
     let line = |step: &[String]| {
         let words: Vec<String> = step.iter().map(|w| shell_quote(w)).collect();
-        format!(r#""$here/run"{mounts} {}"#, words.join(" "))
+        format!(r#""$here/run"{mounts} -- {}"#, words.join(" "))
     };
     if c.steps.len() == 1 {
         s.push_str(&format!("{} \"$@\"\n", line(&c.steps[0])));
@@ -1007,4 +1060,107 @@ pub fn remove(dest_path: &Path, names: &[String], log: Log) -> Result<()> {
     }
     install_runner(&dest, log)?;
     refresh_preinit(&dest, log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generated options end with `--`, so even a step whose first
+    /// word looks like an option of `pynbox run` (which the manifest check
+    /// refuses first) reaches `bin/run` as PROGRAM.
+    #[test]
+    fn command_script_ends_options_before_the_program() {
+        let c = Command {
+            steps: vec![vec![
+                "-m".into(),
+                "/:/host:rw".into(),
+                "/evil/w.wasm".into(),
+            ]],
+            scratch: Some("/scratch".into()),
+        };
+        let s = command_script("evil", &c);
+        assert!(
+            s.contains(
+                r#""$here/run" -m "$dest/root:/:ro" -m "$scratch":'/scratch:rw' -- '-m' '/:/host:rw' '/evil/w.wasm' "$@""#
+            ),
+            "{s}"
+        );
+        // Run it with a stand-in bin/run that prints its arguments.
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("cmd"), &s).unwrap();
+        std::fs::write(bin.join("run"), "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+        std::fs::write(bin.join("pynbox"), "").unwrap();
+        #[cfg(unix)]
+        for f in ["cmd", "run", "pynbox"] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(bin.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let out = std::process::Command::new(bin.join("cmd"))
+            .arg("-w")
+            .output()
+            .unwrap();
+        let args: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let dd = args.iter().position(|a| a == "--").expect("no --");
+        assert_eq!(
+            args[dd + 1..],
+            ["-m", "/:/host:rw", "/evil/w.wasm", "-w"],
+            "{args:?}"
+        );
+        assert_eq!(
+            args[..dd].iter().filter(|a| *a == "-m").count(),
+            2,
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_only_for_loopback_unless_allowed() {
+        for h in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "localhost",
+            "LOCALHOST",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+            Repo::agent(&format!("http://{h}:8000/repo"), false).unwrap();
+        }
+        for h in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "128.0.0.1",
+            "example.org",
+            "localhost.example.org",
+            "[::]",
+            "[::2]",
+            "127.0.0.1.example.org",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+            let url = format!("http://{h}/repo");
+            let e = Repo::agent(&url, false).unwrap_err().0;
+            assert!(
+                e.contains(&url) && e.contains("https") && e.contains("--allow-insecure-http"),
+                "{e}"
+            );
+            Repo::agent(&url, true).unwrap();
+            Repo::agent(&format!("https://{h}/repo"), false).unwrap();
+        }
+        // The host is the URL's, after any user information.
+        assert!(Repo::agent("http://127.0.0.1@example.org/", false).is_err());
+        assert!(Repo::agent("ftp://127.0.0.1/", false).is_err());
+        // The library refuses too, before any request.
+        let repo = Repo::parse("http://192.0.2.1/repo", false);
+        assert!(repo
+            .index()
+            .unwrap_err()
+            .0
+            .contains("--allow-insecure-http"));
+    }
 }

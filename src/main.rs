@@ -66,8 +66,13 @@ enum Cmd {
         /// Packages, as NAME or NAME=VERSION.
         packages: Vec<String>,
         /// Where packages come from: a directory or an http(s) URL [default: build/packages of the checkout].
+        /// A plain http:// URL is accepted only for a loopback address.
         #[arg(long, value_name = "DIR|URL")]
         repo: Option<String>,
+        /// Accept a plain http:// repository on any host. Anyone on the network
+        /// path could then serve their own packages: use https instead.
+        #[arg(long)]
+        allow_insecure_http: bool,
     },
     /// List the packages installed in DEST.
     List { dest: PathBuf },
@@ -215,7 +220,8 @@ fn main() -> ExitCode {
             dest,
             packages,
             repo,
-        } => install(&dest, &packages, repo),
+            allow_insecure_http,
+        } => install(&dest, &packages, repo, allow_insecure_http),
         Cmd::List { dest } => list(&dest),
         Cmd::Verify { dest } => verify(&dest),
         Cmd::Remove { dest, packages } => {
@@ -255,9 +261,14 @@ fn default_repo() -> Result<pynbox::install::Repo, String> {
     Ok(pynbox::install::Repo::Dir(env.out.join("packages")))
 }
 
-fn install(dest: &std::path::Path, packages: &[String], repo: Option<String>) -> ExitCode {
+fn install(
+    dest: &std::path::Path,
+    packages: &[String],
+    repo: Option<String>,
+    allow_insecure_http: bool,
+) -> ExitCode {
     let repo = match repo {
-        Some(r) => pynbox::install::Repo::parse(&r),
+        Some(r) => pynbox::install::Repo::parse(&r, allow_insecure_http),
         None => match default_repo() {
             Ok(r) => r,
             Err(e) => return usage(e),

@@ -8,10 +8,12 @@
 //! go through a cap-std directory handle, so nothing lands outside DEST
 //! whatever the archive says. See docs/PACKAGES.md.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,34 @@ pub const FORMAT: u32 = 1;
 pub const RUNNER: &str = "runner";
 const MAX_FILES: usize = 200_000;
 const MAX_TOTAL: u64 = 8 << 30;
+/// The largest `manifest.json`: about 80,000 files' worth. Parsing it
+/// holds it and what it parses to in memory.
+const MAX_MANIFEST: u64 = 16 << 20;
+/// Bounds on what a manifest lists, enforced while it is parsed (so that a
+/// manifest of many tiny items cannot expand into a large structure).
+const MAX_DEPENDS: usize = 256;
+const MAX_COMMANDS: usize = 64;
+const MAX_STEPS: usize = 32;
+const MAX_WORDS: usize = 256;
+/// The largest GNU long name: a checked path (4096 bytes) below `root/`,
+/// with a NUL.
+const MAX_LONG_NAME: u64 = 4096 + 6;
+/// Decompressed bytes allowed per archive entry besides its data: its
+/// header, a long-name header and the long name, each padded to 512.
+const ENTRY_OVERHEAD: u64 = 512 + 512 + 4608;
+/// Decompressed bytes allowed besides the files' data and headers:
+/// directory entries and the end of the archive.
+const ARCHIVE_SLACK: u64 = 4 << 20;
+/// The largest zstd window a package may use (2^25 = 32 MiB; `pynbox
+/// build` uses level 12, whose window is at most 8 MiB). The decoder holds
+/// one window in memory.
+const MAX_WINDOW_LOG: u32 = 25;
+/// The most archives an index may list.
+const MAX_INDEX: usize = 100_000;
+/// The largest index.json.
+pub const MAX_INDEX_FILE: u64 = 16 << 20;
+/// The largest archive a repository may offer.
+pub const MAX_ARCHIVE: u64 = MAX_TOTAL + (2 << 30);
 
 /// A package error, with a message that says what to do.
 #[derive(Debug)]
@@ -51,7 +81,9 @@ fn io_err(what: impl fmt::Display) -> impl FnOnce(io::Error) -> PackageError {
 /// an archive never puts host code on the machine.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Command {
-    /// Guest command lines run in turn (`["python", "/test/t.py"]`).
+    /// Guest command lines run in turn (`["python", "/test/t.py"]`): a
+    /// program (`python` or an absolute guest path) and its arguments.
+    #[serde(deserialize_with = "bounded_steps")]
     pub steps: Vec<Vec<String>>,
     /// A guest path at which each run gets a fresh, empty, writable
     /// directory.
@@ -72,16 +104,94 @@ pub struct Manifest {
     pub format: u32,
     pub name: String,
     pub version: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::<_, _, MAX_DEPENDS>")]
     pub depends: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "bounded_map::<_, _, MAX_COMMANDS>"
+    )]
     pub commands: BTreeMap<String, Command>,
     /// A file of this package (path below the root) that replaces the
     /// `python` interpreter while the package is installed: an interpreter
     /// with the package's native modules linked in (WASI has no dlopen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<String>,
+    #[serde(deserialize_with = "bounded::<_, _, MAX_FILES>")]
     pub files: Vec<FileEntry>,
+}
+
+/// A list of at most `N` items, refused as soon as it grows past that
+/// while it is parsed.
+struct Bounded<T, const N: usize>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Bounded<T, N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T, const N: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for V<T, N> {
+            type Value = Bounded<T, N>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a list of at most {N} items")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = seq.next_element()? {
+                    if v.len() == N {
+                        return Err(serde::de::Error::custom(format!(
+                            "a list of more than {N} items"
+                        )));
+                    }
+                    v.push(x);
+                }
+                Ok(Bounded(v))
+            }
+        }
+        d.deserialize_seq(V::<T, N>(std::marker::PhantomData))
+    }
+}
+
+fn bounded<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
+    d: D,
+) -> std::result::Result<Vec<T>, D::Error> {
+    Bounded::<T, N>::deserialize(d).map(|b| b.0)
+}
+
+fn bounded_steps<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<Vec<String>>, D::Error> {
+    let steps = Bounded::<Bounded<String, MAX_WORDS>, MAX_STEPS>::deserialize(d)?;
+    Ok(steps.0.into_iter().map(|s| s.0).collect())
+}
+
+fn bounded_map<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
+    d: D,
+) -> std::result::Result<BTreeMap<String, T>, D::Error> {
+    struct V<T, const N: usize>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for V<T, N> {
+        type Value = BTreeMap<String, T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a map of at most {N} entries")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut m = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, T>()? {
+                if m.len() == N {
+                    return Err(serde::de::Error::custom(format!(
+                        "a map of more than {N} entries"
+                    )));
+                }
+                m.insert(k, v);
+            }
+            Ok(m)
+        }
+    }
+    d.deserialize_map(V::<T, N>(std::marker::PhantomData))
 }
 
 /// What describes a package besides its files.
@@ -155,6 +265,22 @@ pub fn check_path(p: &str) -> Result<()> {
     }
 }
 
+/// The program of a package command's step: `python`, or an absolute
+/// guest path without `.`, `..` or NUL. Never an option of `pynbox run`.
+fn check_program(p: &str) -> std::result::Result<(), &'static str> {
+    if p == "python" {
+        return Ok(());
+    }
+    if p.starts_with('-') {
+        return Err("is an option, not a program");
+    }
+    match crate::mounts::guest_components(p) {
+        Ok(c) if c.is_empty() => Err("is not a file"),
+        Ok(_) => Ok(()),
+        Err(why) => Err(why),
+    }
+}
+
 fn check_command_name(n: &str) -> Result<()> {
     check_name(n)?;
     if n == "run" || n == "pynbox" {
@@ -225,13 +351,37 @@ impl Manifest {
         }
         for (name, c) in &self.commands {
             check_command_name(name)?;
+            let refuse = |why: String| {
+                err(format!(
+                    "package {} {}, command '{name}': {why}",
+                    self.name, self.version
+                ))
+            };
             if c.steps.is_empty() || c.steps.iter().any(|s| s.is_empty()) {
-                return err(format!("command '{name}' has an empty step"));
+                return refuse("a step is empty".into());
+            }
+            for step in &c.steps {
+                if let Err(why) = check_program(&step[0]) {
+                    return refuse(format!(
+                        "the program {:?} {why}: a package command may only name a guest program (python, or an absolute path inside the sandbox) and its arguments",
+                        step[0]
+                    ));
+                }
+                if step.iter().any(|w| w.contains('\0')) {
+                    return refuse("an argument contains a NUL byte".into());
+                }
             }
             if let Some(s) = &c.scratch {
-                crate::mounts::guest_components(s).map_err(|why| {
-                    PackageError(format!("command '{name}': scratch path '{s}' {why}"))
-                })?;
+                match crate::mounts::guest_components(s) {
+                    Ok(c) if c.is_empty() => {
+                        return refuse(format!("scratch path '{s}' is the root"))
+                    }
+                    Ok(_) if s.contains(':') => {
+                        return refuse(format!("scratch path '{s}' contains ':'"))
+                    }
+                    Ok(_) => {}
+                    Err(why) => return refuse(format!("scratch path '{s}' {why}")),
+                }
             }
         }
         Ok(())
@@ -246,7 +396,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+pub(crate) fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;
     hash_reader(&mut f)
 }
@@ -389,37 +539,217 @@ fn collect_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<(
     Ok(())
 }
 
+/// How many decompressed bytes an archive may still yield. The tar reader
+/// reads through [`Capped`], so that no header, however large it claims to
+/// be, makes it read (or hold) more than this.
+struct Budget {
+    used: Cell<u64>,
+    cap: Cell<u64>,
+    hit: Cell<bool>,
+}
+
+impl Budget {
+    fn new(cap: u64) -> Rc<Budget> {
+        Rc::new(Budget {
+            used: Cell::new(0),
+            cap: Cell::new(cap),
+            hit: Cell::new(false),
+        })
+    }
+
+    /// An error of the tar reader, or the budget's own when it was spent.
+    fn error<'s>(
+        &'s self,
+        what: impl fmt::Display + 's,
+    ) -> impl FnOnce(io::Error) -> PackageError + 's {
+        move |e| {
+            if self.hit.get() {
+                PackageError(format!(
+                    "the archive holds more than its manifest declares (over {} bytes uncompressed)",
+                    self.cap.get()
+                ))
+            } else {
+                PackageError(format!("{what}: {e}"))
+            }
+        }
+    }
+}
+
+/// A reader that fails once its [`Budget`] is spent.
+struct Capped<R> {
+    inner: R,
+    budget: Rc<Budget>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let b = &self.budget;
+        let left = b.cap.get().saturating_sub(b.used.get());
+        if left == 0 && !buf.is_empty() {
+            b.hit.set(true);
+            return Err(io::Error::other(
+                "the archive holds more than its manifest declares",
+            ));
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let k = self.inner.read(&mut buf[..n])?;
+        b.used.set(b.used.get() + k as u64);
+        Ok(k)
+    }
+}
+
+type ArchiveOf<R> = tar::Archive<Capped<zstd::Decoder<'static, io::BufReader<R>>>>;
+
+/// The tar stream inside a zstd archive, decompressed through `budget`,
+/// with a bounded zstd window.
+fn open_archive<R: Read>(archive: R, budget: &Rc<Budget>) -> Result<ArchiveOf<R>> {
+    let mut dec =
+        zstd::Decoder::new(archive).map_err(io_err("the archive is not zstd-compressed"))?;
+    dec.window_log_max(MAX_WINDOW_LOG)
+        .map_err(io_err("setting up zstd"))?;
+    Ok(tar::Archive::new(Capped {
+        inner: dec,
+        budget: budget.clone(),
+    }))
+}
+
+/// The next entry of a raw tar stream, with its path. A GNU long name is
+/// applied to the entry after it, after its size was checked (before any of
+/// it is read); other extension headers (PAX, GNU long link, sparse) are
+/// refused: `pynbox build` writes none, and each is data the reader would
+/// otherwise hold in memory or interpret.
+fn next_entry<'a, R: Read>(
+    entries: &mut tar::Entries<'a, R>,
+    budget: &Budget,
+) -> Result<Option<(Vec<u8>, tar::Entry<'a, R>)>> {
+    let mut long_name: Option<Vec<u8>> = None;
+    loop {
+        let Some(entry) = entries.next() else {
+            if long_name.is_some() {
+                return err("the archive ends after a GNU long-name header");
+            }
+            return Ok(None);
+        };
+        let mut entry = entry.map_err(budget.error("the archive is damaged"))?;
+        let kind = entry.header().entry_type();
+        if kind.is_gnu_longname() {
+            if long_name.is_some() {
+                return err("the archive has two GNU long-name headers for one entry");
+            }
+            if entry.size() > MAX_LONG_NAME {
+                return err(format!(
+                    "a GNU long-name header in the archive claims {} bytes: paths in packages are at most {MAX_LONG_NAME} bytes",
+                    entry.size()
+                ));
+            }
+            let mut name = Vec::with_capacity(entry.size() as usize);
+            (&mut entry)
+                .take(MAX_LONG_NAME)
+                .read_to_end(&mut name)
+                .map_err(budget.error("the archive is damaged"))?;
+            while name.last() == Some(&0) {
+                name.pop();
+            }
+            long_name = Some(name);
+            continue;
+        }
+        let extension = if kind.is_gnu_longlink() {
+            Some("GNU long-link")
+        } else if kind.is_pax_local_extensions() || kind.is_pax_global_extensions() {
+            Some("PAX extension")
+        } else if kind.is_gnu_sparse() {
+            Some("GNU sparse")
+        } else {
+            None
+        };
+        if let Some(what) = extension {
+            return err(format!(
+                "the archive has a {what} header (claiming {} bytes): packages hold only plain entries and GNU long names",
+                entry.size()
+            ));
+        }
+        let path = match long_name {
+            Some(n) => n,
+            None => entry.path_bytes().into_owned(),
+        };
+        return Ok(Some((path, entry)));
+    }
+}
+
+/// Reads `manifest.json`, the first entry, and checks it.
+fn read_manifest_entry<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+    budget: &Budget,
+) -> Result<Manifest> {
+    let (path, first) =
+        next_entry(entries, budget)?.ok_or_else(|| PackageError("the archive is empty".into()))?;
+    if path != b"manifest.json" {
+        return err("the archive does not start with manifest.json");
+    }
+    if first.header().entry_type() != tar::EntryType::Regular || first.size() > MAX_MANIFEST {
+        return err(format!(
+            "the archive's manifest.json is not a regular file of at most {MAX_MANIFEST} bytes"
+        ));
+    }
+    let mut json = Vec::with_capacity(first.size() as usize);
+    first
+        .take(MAX_MANIFEST)
+        .read_to_end(&mut json)
+        .map_err(budget.error("reading manifest.json"))?;
+    let manifest: Manifest = serde_json::from_slice(&json)
+        .map_err(|e| PackageError(format!("the archive's manifest.json is not valid: {e}")))?;
+    drop(json);
+    manifest.check()?;
+    Ok(manifest)
+}
+
+/// Decompressed bytes allowed before the manifest is read: the manifest
+/// and its headers.
+const MANIFEST_BUDGET: u64 = MAX_MANIFEST + 2 * ENTRY_OVERHEAD;
+
+/// Reads only the manifest at the head of an archive, and checks it.
+pub fn read_manifest(archive: impl Read) -> Result<Manifest> {
+    let budget = Budget::new(MANIFEST_BUDGET);
+    let mut tar = open_archive(archive, &budget)?;
+    let mut entries = tar
+        .entries()
+        .map_err(io_err("the archive is not a valid tar.zst"))?
+        .raw(true);
+    read_manifest_entry(&mut entries, &budget)
+}
+
 /// Reads an archive and checks it whole: its manifest, every entry's type,
 /// path, size and hash. Files are written below `staging` (a directory
 /// handle, so no entry can land outside it). Returns the manifest.
+///
+/// Memory and work stay bounded whatever the archive claims: the
+/// decompressed stream may not exceed the manifest's declared sizes plus
+/// [`ENTRY_OVERHEAD`] per file and [`ARCHIVE_SLACK`], the zstd window is
+/// at most 2^[`MAX_WINDOW_LOG`] bytes, and no tar header's data is read
+/// into memory but a long name, after its size was checked.
 pub fn unpack_checked(
     archive: &mut impl Read,
     staging: &Dir,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Manifest> {
-    let dec = zstd::Decoder::new(archive).map_err(io_err("the archive is not zstd-compressed"))?;
-    let mut tar = tar::Archive::new(dec);
+    let budget = Budget::new(MANIFEST_BUDGET);
+    let mut tar = open_archive(archive, &budget)?;
     let mut entries = tar
         .entries()
-        .map_err(io_err("the archive is not a valid tar.zst"))?;
-    let first = entries
-        .next()
-        .ok_or_else(|| PackageError("the archive is empty".into()))?
-        .map_err(io_err("the archive is damaged"))?;
-    if first.path_bytes().as_ref() != b"manifest.json" {
-        return err("the archive does not start with manifest.json");
-    }
-    if first.header().entry_type() != tar::EntryType::Regular || first.size() > 64 << 20 {
-        return err("the archive's manifest.json is not a small regular file");
-    }
-    let mut json = Vec::new();
-    first
-        .take(64 << 20)
-        .read_to_end(&mut json)
-        .map_err(io_err("reading manifest.json"))?;
-    let manifest: Manifest = serde_json::from_slice(&json)
-        .map_err(|e| PackageError(format!("the archive's manifest.json is not valid: {e}")))?;
-    manifest.check()?;
+        .map_err(io_err("the archive is not a valid tar.zst"))?
+        .raw(true);
+    let manifest = read_manifest_entry(&mut entries, &budget)?;
+    let declared = manifest.files.iter().fold(0u64, |sum, f| {
+        sum.saturating_add(f.size.saturating_add(511) & !511)
+    });
+    budget.cap.set(
+        budget
+            .used
+            .get()
+            .saturating_add(declared)
+            .saturating_add((manifest.files.len() as u64 + 1) * ENTRY_OVERHEAD)
+            .saturating_add(ARCHIVE_SLACK),
+    );
     let expected: BTreeMap<&str, &FileEntry> = manifest
         .files
         .iter()
@@ -427,14 +757,18 @@ pub fn unpack_checked(
         .collect();
     let mut got = BTreeSet::new();
     let mut done = 0u64;
-    for entry in entries {
-        let mut entry = entry.map_err(io_err("the archive is damaged"))?;
-        let raw = entry.path_bytes().into_owned();
+    while let Some((raw, mut entry)) = next_entry(&mut entries, &budget)? {
         let path = std::str::from_utf8(&raw)
             .map_err(|_| PackageError("a path in the archive is not UTF-8".into()))?
             .trim_end_matches('/')
             .to_string();
         let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Directory && entry.size() != 0 {
+            return err(format!(
+                "the directory entry '{path}' in the archive claims {} bytes of data",
+                entry.size()
+            ));
+        }
         let Some(rel) = path.strip_prefix("root/") else {
             if path == "root" && kind == tar::EntryType::Directory {
                 continue;
@@ -473,7 +807,9 @@ pub fn unpack_checked(
                 let mut n = 0u64;
                 let mut limited = (&mut entry).take(want.size);
                 loop {
-                    let k = limited.read(&mut buf).map_err(io_err(format!("reading {rel}")))?;
+                    let k = limited
+                        .read(&mut buf)
+                        .map_err(budget.error(format!("reading {rel}")))?;
                     if k == 0 {
                         break;
                     }
@@ -550,6 +886,7 @@ pub fn parse_archive_name(file: &str) -> Option<(String, String)> {
 /// so that a download is checked before it is opened.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Index {
+    #[serde(deserialize_with = "bounded::<_, _, MAX_INDEX>")]
     pub packages: Vec<IndexEntry>,
 }
 
@@ -628,5 +965,115 @@ mod tests {
             Some(("python".into(), "3.13.5-1".into()))
         );
         assert_eq!(parse_archive_name("x.tar.gz"), None);
+    }
+
+    fn manifest_with(steps: serde_json::Value, scratch: Option<&str>) -> Result<Manifest> {
+        let mut cmd = serde_json::json!({"steps": steps});
+        if let Some(s) = scratch {
+            cmd["scratch"] = s.into();
+        }
+        let m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": 1, "name": "evil", "version": "1",
+            "commands": {"pwn": cmd},
+            "files": [],
+        }))
+        .map_err(|e| PackageError(e.to_string()))?;
+        m.check().map(|()| m)
+    }
+
+    #[test]
+    fn package_commands_name_only_guest_programs() {
+        for steps in [
+            serde_json::json!([["-m", "/:/host:rw", "/evil/w.wasm"]]),
+            serde_json::json!([["python"], ["-w", "3:/etc/passwd", "python"]]),
+            serde_json::json!([["--timeout", "none", "python"]]),
+            serde_json::json!([["--", "python"]]),
+            serde_json::json!([["evil/w.wasm"]]),
+            serde_json::json!([["/evil/../w.wasm"]]),
+            serde_json::json!([["/"]]),
+            serde_json::json!([["/evil/w\0.wasm"]]),
+            serde_json::json!([["python", "-c", "x\0y"]]),
+            serde_json::json!([[]]),
+            serde_json::json!([]),
+        ] {
+            let e = manifest_with(steps.clone(), None).unwrap_err().0;
+            assert!(e.contains("package evil 1, command 'pwn'"), "{steps}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        for scratch in ["/", "scratch", "/a/../b", "/s:rw -m /:/h"] {
+            let e = manifest_with(serde_json::json!([["python"]]), Some(scratch)).unwrap_err();
+            assert!(e.0.contains("command 'pwn'"), "{scratch}: {e}");
+        }
+        // Arguments may look like anything: they follow the program.
+        manifest_with(
+            serde_json::json!([["python", "-m", "/:/host:rw"], ["/t/x.wasm", "--timeout"]]),
+            Some("/scratch"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn build_refuses_a_command_that_is_an_option() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a"), b"a").unwrap();
+        let mut commands = BTreeMap::new();
+        commands.insert(
+            "pwn".to_string(),
+            Command {
+                steps: vec![vec!["-m".into(), "/:/host:rw".into(), "python".into()]],
+                scratch: None,
+            },
+        );
+        let info = PackageInfo {
+            name: "evil".into(),
+            version: "1".into(),
+            commands,
+            ..Default::default()
+        };
+        let e = create_archive(&info, src.path(), out.path()).unwrap_err();
+        assert!(e.0.contains("command 'pwn'"), "{e}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+
+    /// Lists are bounded while they are parsed, not after.
+    #[test]
+    fn manifest_lists_are_bounded_while_parsed() {
+        let words = vec![""; MAX_WORDS + 1];
+        let e = manifest_with(serde_json::json!([words]), None).unwrap_err();
+        assert!(e.0.contains("more than 256 items"), "{e}");
+        let steps = vec![vec!["python"]; MAX_STEPS + 1];
+        assert!(manifest_with(serde_json::json!(steps), None).is_err());
+        let deps = vec!["a"; MAX_DEPENDS + 1];
+        let r: std::result::Result<Manifest, _> = serde_json::from_value(serde_json::json!({
+            "format": 1, "name": "a", "version": "1", "depends": deps, "files": [],
+        }));
+        assert!(r.is_err());
+        let cmds: serde_json::Map<String, serde_json::Value> = (0..=MAX_COMMANDS)
+            .map(|i| (format!("c{i}"), serde_json::json!({"steps": [["python"]]})))
+            .collect();
+        let r: std::result::Result<Manifest, _> = serde_json::from_value(serde_json::json!({
+            "format": 1, "name": "a", "version": "1", "commands": cmds, "files": [],
+        }));
+        assert!(r.unwrap_err().to_string().contains("more than 64 entries"));
+    }
+
+    /// The decompressed stream stops at the budget with an error (which the
+    /// tar reader passes on) instead of yielding more.
+    #[test]
+    fn capped_reader_stops_at_its_budget() {
+        let budget = Budget::new(1000);
+        let mut r = Capped {
+            inner: std::io::repeat(0),
+            budget: budget.clone(),
+        };
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(r.read(&mut buf).unwrap(), 1000);
+        assert!(r.read(&mut buf).is_err());
+        assert!(budget.hit.get());
+        let e = budget.error("x")(io::Error::other("y"));
+        assert!(e.0.contains("more than its manifest declares"), "{e}");
+        budget.cap.set(1500);
+        assert_eq!(r.read(&mut buf).unwrap(), 500);
     }
 }

@@ -793,3 +793,423 @@ fn package_interpreter_replaces_python_while_installed() {
     );
     ok(&run(&["verify", &d.path().display().to_string()]));
 }
+
+/// A package names only a guest program and its arguments: a command whose
+/// program word is an option of `pynbox run` (`-m /:/host:rw` would mount
+/// the host's `/` read-write), a relative path or one with `..` is refused
+/// when the manifest is read, and nothing is installed.
+#[test]
+fn package_command_cannot_pass_options_to_run() {
+    let cases: &[(&str, &[&str])] = &[
+        ("mount-host", &["-m", "/:/host:rw", "/evil/w.wasm"]),
+        ("write-host-file", &["-w", "3:/tmp/pwned", "/evil/w.wasm"]),
+        ("no-timeout", &["--timeout", "none", "python"]),
+        ("symlinks", &["--allow-symlinks", "python"]),
+        ("dashes", &["--", "-m", "/:/host:rw", "python"]),
+        ("relative", &["evil/w.wasm"]),
+        ("dotdot", &["/evil/../w.wasm"]),
+        ("nul", &["/evil/w.wasm\0x"]),
+    ];
+    let evil = b"(module)";
+    for (label, step) in cases {
+        let repo = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("dest");
+        make_pkg(repo.path(), "demo", "1", &[("demo/a", b"a")], &[]);
+        ok(&install(
+            &dest,
+            &repo.path().display().to_string(),
+            &["demo"],
+        ));
+        let before = snapshot(&dest);
+        let m = serde_json::json!({
+            "format": 1, "name": "evil", "version": "1",
+            "commands": {"pwn": {"steps": [step]}},
+            "files": [{"path": "evil/w.wasm", "size": evil.len(), "sha256": sha(evil)}],
+        });
+        raw_archive(
+            repo.path(),
+            "evil",
+            &m,
+            &[(b"root/evil/w.wasm", tar::EntryType::Regular, evil, None)],
+        );
+        pynbox::packages::write_index(repo.path()).unwrap();
+        let out = install(&dest, &repo.path().display().to_string(), &["evil"]);
+        let e = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{label}: {e}");
+        // One line that names the package and the command.
+        let line = e
+            .lines()
+            .find(|l| l.starts_with("pynbox: "))
+            .unwrap_or_else(|| panic!("{label}: no error line in {e}"));
+        for needle in ["evil", "command 'pwn'", "nothing was installed"] {
+            assert!(line.contains(needle), "{label}: {needle:?} not in {line:?}");
+        }
+        assert!(!dest.join("bin/pwn").exists(), "{label}: bin/pwn installed");
+        assert_eq!(snapshot(&dest), before, "{label}: DEST changed");
+    }
+}
+
+/// Words after a package command's program, and what the user adds, reach
+/// the guest as arguments even when they look like options of `pynbox run`;
+/// `--` ends the options of `bin/run` and `pynbox run`.
+#[test]
+fn arguments_that_look_like_options_reach_the_guest() {
+    let repo = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let mut cmds = BTreeMap::new();
+    cmds.insert(
+        "echo_args".to_string(),
+        Command {
+            steps: vec![vec!["/demo/probe.wasm".into(), "args".into()]],
+            scratch: None,
+        },
+    );
+    cmds.insert(
+        "dash_args".to_string(),
+        Command {
+            steps: vec![vec![
+                "/demo/probe.wasm".into(),
+                "args".into(),
+                "-m".into(),
+                "/:/host:rw".into(),
+            ]],
+            scratch: None,
+        },
+    );
+    make_pkg_cmds(
+        repo.path(),
+        "demo",
+        "1",
+        &[("demo/probe.wasm", &probe_bytes())],
+        &[],
+        cmds,
+    );
+    let dest = d.path().join("dest");
+    ok(&install(
+        &dest,
+        &repo.path().display().to_string(),
+        &["demo"],
+    ));
+    let out = Process::new(dest.join("bin/echo_args"))
+        .args(["-m", "/:/host:rw", "--timeout", "none"])
+        .output()
+        .unwrap();
+    has_line(
+        &out,
+        "args -m: ok /demo/probe.wasm|args|-m|/:/host:rw|--timeout|none",
+    );
+    let out = Process::new(dest.join("bin/dash_args"))
+        .arg("-w")
+        .output()
+        .unwrap();
+    has_line(&out, "args -m: ok /demo/probe.wasm|args|-m|/:/host:rw|-w");
+    // `--` ends the options of bin/run: what follows is PROGRAM.
+    let root = format!("{}:/:ro", dest.join("root").display());
+    let out = Process::new(dest.join("bin/run"))
+        .args(["-m", &root, "--", "/demo/probe.wasm", "args", "-m"])
+        .output()
+        .unwrap();
+    has_line(&out, "args -m: ok /demo/probe.wasm|args|-m");
+    // An option after `--` is not an option: the host's / is not mounted.
+    let out = Process::new(dest.join("bin/run"))
+        .args([
+            "-m",
+            &root,
+            "--",
+            "-m",
+            "/:/host:ro",
+            "/demo/probe.wasm",
+            "ls",
+            "/host",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(probe_lines(&out).is_empty(), "{}", text(&out.stdout));
+    // The same for pynbox run itself.
+    let probe = probe();
+    let out = run(&["run", "--", &probe, "args", "--memory"]);
+    has_line(&out, &format!("args --memory: ok {probe}|args|--memory"));
+}
+
+/// The index of a plain-http repository comes from the same server as the
+/// archives, so whoever is on the path could serve a hostile package: only
+/// loopback addresses are accepted without `--allow-insecure-http`.
+#[test]
+fn plain_http_repository_is_refused_unless_loopback_or_allowed() {
+    let repo = tempfile::tempdir().unwrap();
+    make_pkg(repo.path(), "demo", "1", &[("demo/a", b"a")], &[]);
+    let (url, hits) = serve(repo.path().to_path_buf(), false);
+    let port = url.rsplit(':').next().unwrap().to_string();
+    // 0.0.0.0 reaches this host's listeners on Linux, but it is not a
+    // loopback address: it stands for any address here.
+    let remote = format!("http://0.0.0.0:{port}");
+    let d = tempfile::tempdir().unwrap();
+    let dest = d.path().join("dest");
+    let out = install(&dest, &remote, &["demo"]);
+    let e = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{e}");
+    let line = e
+        .lines()
+        .find(|l| l.starts_with("pynbox: "))
+        .unwrap_or_else(|| panic!("no error line in {e}"));
+    for needle in [&remote as &str, "https", "--allow-insecure-http"] {
+        assert!(line.contains(needle), "{needle:?} not in {line:?}");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(!dest.join("root/demo/a").exists());
+    // Explicitly allowed, it installs.
+    let mut args = vec!["install".to_string(), dest.display().to_string()];
+    args.extend(["demo".into(), "--repo".into(), remote.clone()]);
+    args.push("--allow-insecure-http".into());
+    ok(&pynbox().args(&args).output().unwrap());
+    assert!(dest.join("root/demo/a").exists());
+    // Loopback needs no flag (the other http tests use 127.0.0.1).
+    let d2 = tempfile::tempdir().unwrap();
+    ok(&install(d2.path(), &url, &["demo"]));
+}
+
+/// An index that gives no size would let a server send an endless
+/// download: an archive of size 0 is refused before it is fetched.
+#[test]
+fn index_without_a_size_is_refused() {
+    let repo = tempfile::tempdir().unwrap();
+    make_pkg(repo.path(), "demo", "1", &[("demo/a", b"a")], &[]);
+    let idx = repo.path().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&idx).unwrap()).unwrap();
+    index["packages"][0]["size"] = 0.into();
+    std::fs::write(&idx, serde_json::to_vec(&index).unwrap()).unwrap();
+    let (url, hits) = serve(repo.path().to_path_buf(), false);
+    let d = tempfile::tempdir().unwrap();
+    let out = install(d.path(), &url, &["demo"]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("no size"), "{e}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(!d.path().join("root/demo/a").exists());
+    // The same index in a directory is refused too.
+    let out = install(d.path(), &repo.path().display().to_string(), &["demo"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no size"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Writes `dir/NAME.1.tar.zst` from raw tar bytes: `head`, then `zeros`
+/// zero bytes (streamed, so that the test never holds them), compressed.
+fn bomb_archive(dir: &Path, name: &str, head: &[u8], zeros: u64) -> PathBuf {
+    let path = dir.join(format!("{name}.1.tar.zst"));
+    let f = std::fs::File::create(&path).unwrap();
+    let mut enc = zstd::Encoder::new(f, 1).unwrap();
+    enc.write_all(head).unwrap();
+    let block = vec![0u8; 1 << 20];
+    let mut left = zeros;
+    while left > 0 {
+        let k = left.min(block.len() as u64) as usize;
+        enc.write_all(&block[..k]).unwrap();
+        left -= k as u64;
+    }
+    enc.finish().unwrap();
+    path
+}
+
+/// A tar header block of `kind` for `name`, claiming `size` bytes (sizes
+/// of 8 GiB and more are written in base-256, as GNU tar does).
+fn header_block(gnu: bool, name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
+    let mut h = if gnu {
+        tar::Header::new_gnu()
+    } else {
+        tar::Header::new_ustar()
+    };
+    {
+        let old = h.as_old_mut();
+        old.name = [0; 100];
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// A tar entry (header and padded data) for a regular file.
+fn file_block(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = header_block(true, name, tar::EntryType::Regular, data.len() as u64);
+    v.extend_from_slice(data);
+    v.extend(std::iter::repeat_n(0u8, (512 - data.len() % 512) % 512));
+    v
+}
+
+/// Tar extension headers (a GNU long name or long link, a PAX header) are
+/// data the tar reader would hold in memory whole: one claiming a huge size,
+/// backed by zeros that zstd squeezes to almost nothing, must be refused
+/// before it is read, with the installer's peak memory staying small and
+/// DEST unchanged. So must a manifest that parses into a structure many
+/// times its size, and entries past what the manifest declares. A sound
+/// package much larger than that limit installs within it too (archives
+/// are hashed and unpacked as streams).
+#[test]
+fn oversized_tar_headers_are_refused_within_bounded_memory() {
+    const LIMIT_KIB: i64 = 100 * 1024;
+    let zeros = 512u64 << 20;
+    let huge = 64u64 << 30;
+    let evil = b"evil";
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "format": 1, "name": "evil", "version": "1",
+        "files": [{"path": "a", "size": 4, "sha256": sha(evil)}],
+    }))
+    .unwrap();
+    let with_manifest = |ext: Vec<u8>| {
+        let mut v = file_block("manifest.json", &manifest);
+        v.extend(ext);
+        v
+    };
+    // 16 MiB less a little of `"",`: millions of empty words.
+    let mut expanding = br#"{"format": 1, "name": "evil", "version": "1", "files": [], "commands": {"pwn": {"steps": [["python""#.to_vec();
+    while expanding.len() < (16 << 20) - 100 {
+        expanding.extend_from_slice(br#","""#);
+    }
+    expanding.extend_from_slice(b"]]}}}");
+    // Directory entries, each a header, far past what the manifest
+    // declares.
+    let mut dirs = with_manifest(file_block("root/a", evil));
+    for _ in 0..20_000 {
+        dirs.extend(header_block(true, "root/d/", tar::EntryType::Directory, 0));
+    }
+    let cases: Vec<(&str, Vec<u8>, u64, &str)> = vec![
+        (
+            "long name before the manifest",
+            header_block(true, "././@LongLink", tar::EntryType::GNULongName, huge),
+            zeros,
+            "long-name header",
+        ),
+        (
+            "long name after the manifest",
+            with_manifest(header_block(
+                true,
+                "././@LongLink",
+                tar::EntryType::GNULongName,
+                huge,
+            )),
+            zeros,
+            "long-name header",
+        ),
+        (
+            "long link",
+            with_manifest(header_block(
+                true,
+                "././@LongLink",
+                tar::EntryType::GNULongLink,
+                huge,
+            )),
+            zeros,
+            "long-link header",
+        ),
+        (
+            "pax header",
+            with_manifest(header_block(
+                false,
+                "PaxHeaders/a",
+                tar::EntryType::XHeader,
+                huge,
+            )),
+            zeros,
+            "PAX extension header",
+        ),
+        (
+            "pax global header",
+            with_manifest(header_block(
+                false,
+                "pax_global_header",
+                tar::EntryType::XGlobalHeader,
+                1 << 30,
+            )),
+            zeros,
+            "PAX extension header",
+        ),
+        (
+            "directory with data",
+            with_manifest(header_block(
+                true,
+                "root/d/",
+                tar::EntryType::Directory,
+                huge,
+            )),
+            zeros,
+            "claims 68719476736 bytes",
+        ),
+        (
+            "expanding manifest",
+            file_block("manifest.json", &expanding),
+            0,
+            "more than 256 items",
+        ),
+        (
+            "entries past the declared size",
+            dirs,
+            0,
+            "more than its manifest declares",
+        ),
+    ];
+    for (label, head, zeros, needle) in cases {
+        let repo = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("dest");
+        make_pkg(repo.path(), "demo", "1", &[("demo/a", b"a")], &[]);
+        ok(&install(
+            &dest,
+            &repo.path().display().to_string(),
+            &["demo"],
+        ));
+        let before = snapshot(&dest);
+        let a = bomb_archive(repo.path(), "evil", &head, zeros);
+        assert!(std::fs::metadata(&a).unwrap().len() < 1 << 20);
+        pynbox::packages::write_index(repo.path()).unwrap();
+        let args = [
+            "install".to_string(),
+            dest.display().to_string(),
+            "evil".into(),
+            "--repo".into(),
+            repo.path().display().to_string(),
+        ];
+        let (out, peak_kib) = measured(pynbox().args(args));
+        let e = text(&out.stderr);
+        println!("{label}: peak RSS {} MiB: {}", peak_kib / 1024, e.trim());
+        assert_eq!(out.status.code(), Some(1), "{label}: {e}");
+        if peak_kib >= LIMIT_KIB {
+            println!("FAIL {label}");
+            continue;
+        }
+        assert!(e.contains("nothing was installed"), "{label}: {e}");
+        assert!(e.contains(needle), "{label}: expected {needle:?} in {e}");
+        assert_eq!(snapshot(&dest), before, "{label}: DEST changed");
+    }
+
+    // A sound package larger than the limit: hashed and unpacked as
+    // streams.
+    let repo = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let mut big = vec![0u8; 128 << 20];
+    getrandom_fill(&mut big);
+    make_pkg(repo.path(), "big", "1", &[("big/a.bin", &big)], &[]);
+    drop(big);
+    let args = [
+        "install".to_string(),
+        d.path().display().to_string(),
+        "big".into(),
+        "--repo".into(),
+        repo.path().display().to_string(),
+    ];
+    let (out, peak_kib) = measured(pynbox().args(args));
+    println!("128 MiB package: peak RSS {} MiB", peak_kib / 1024);
+    ok(&out);
+    assert!(
+        peak_kib < LIMIT_KIB,
+        "sound package: peak RSS {peak_kib} KiB"
+    );
+}
