@@ -124,30 +124,53 @@ pub fn archive(data: &[u8]) {
     }
 }
 
-const SECRET: &[u8] = b"host secret";
+/// The host's secret: a content and a size no guest operation can produce
+/// (guest writes are 4 bytes), so that a read or a stat that shows either
+/// has reached it.
+const SECRET_LEN: usize = 1337;
+fn secret() -> Vec<u8> {
+    b"host secret "
+        .iter()
+        .copied()
+        .cycle()
+        .take(SECRET_LEN)
+        .collect()
+}
 /// A name only the host's `outside/` holds: no guest path can make it
 /// (guest paths are built from the words below), so a listing showing it
 /// is a listing of `outside/`. (A guest may well make its own `secret`.)
 const OUTSIDE_MARKER: &str = "host-only-marker";
 
+/// Everything in the scratch tree the guest may not change: all of it but
+/// the read-write mount's own files (its nested read-only mount included).
+fn protected(p: &Path) -> Vec<String> {
+    listing(p)
+        .into_iter()
+        .filter(|l| !l.starts_with("rw/") || l.starts_with("rw/nested/"))
+        .collect()
+}
+
 /// The system-call layer under random sequences of operations on a fixed
-/// tree: nothing outside the mounts is read or changed, and the read-only
-/// mount stays as it was.
+/// tree: nothing outside the mounts is read, listed, stat'ed or changed,
+/// and the read-only mounts stay as they were.
 ///
 /// Tree: `outside/secret` (never reachable), `ro/` mounted at `/`
 /// read-only (a file, a directory, symlinks pointing in and out), `rw/`
 /// mounted at `/rw` read-write (with a symlink pointing out, as a host
-/// could leave one).
+/// could leave one), and `rw/nested/` mounted at `/rw/nested` read-only: a
+/// read-only mount inside a read-write mount's host tree. Paths are
+/// absolute or relative to a directory the sequence opened.
 pub fn syscalls(data: &[u8]) {
     let s = Scratch::new("syscalls");
     let p = &s.0;
-    for d in ["outside/dir", "ro/dir", "rw/dir"] {
+    for d in ["outside/dir", "ro/dir", "rw/dir", "rw/nested/dir"] {
         std::fs::create_dir_all(p.join(d)).unwrap();
     }
-    std::fs::write(p.join("outside/secret"), SECRET).unwrap();
+    std::fs::write(p.join("outside/secret"), secret()).unwrap();
     std::fs::write(p.join("outside").join(OUTSIDE_MARKER), b"").unwrap();
     std::fs::write(p.join("ro/file"), b"ro file").unwrap();
     std::fs::write(p.join("rw/file"), b"rw file").unwrap();
+    std::fs::write(p.join("rw/nested/file"), b"nested file").unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::symlink;
@@ -155,31 +178,36 @@ pub fn syscalls(data: &[u8]) {
         symlink("../outside", p.join("ro/up")).unwrap();
         symlink("file", p.join("ro/in")).unwrap();
         symlink(p.join("outside"), p.join("rw/out")).unwrap();
+        symlink("nested", p.join("rw/in")).unwrap();
     }
-    let outside_before = listing(&p.join("outside"));
-    let ro_before = listing(&p.join("ro"));
+    let before = protected(p);
     let mounts = [
         MountSpec::new(p.join("ro"), "/", false).unwrap(),
         MountSpec::new(p.join("rw"), "/rw", true).unwrap(),
+        MountSpec::new(p.join("rw/nested"), "/rw/nested", false).unwrap(),
     ];
     let mut h = Harness::new(&mounts, data.first().is_some_and(|b| b & 1 == 1)).unwrap();
 
-    const WORDS: [&str; 14] = [
+    const WORDS: [&str; 15] = [
         "..", ".", "", "rw", "dir", "file", "abs", "up", "in", "out", "secret", "new", "outside",
-        "ro",
+        "ro", "nested",
     ];
     let mut it = data.iter().skip(1).copied();
     let path = |it: &mut dyn Iterator<Item = u8>| -> String {
-        let n = it.next().unwrap_or(0) % 5 + 1;
+        let b = it.next().unwrap_or(0);
+        let n = b % 5 + 1;
         let mut parts = Vec::new();
         for _ in 0..n {
             parts.push(WORDS[it.next().unwrap_or(0) as usize % WORDS.len()]);
         }
-        format!("/{}", parts.join("/"))
+        // One path in four is relative to the last directory opened.
+        let lead = if b & 0x60 == 0x60 { "" } else { "/" };
+        format!("{lead}{}", parts.join("/"))
     };
+    let secret = secret();
     for _ in 0..32 {
         let Some(code) = it.next() else { break };
-        let op = match code % 10 {
+        let op = match code % 11 {
             0 => Op::Read(path(&mut it)),
             1 => Op::Write(path(&mut it), b"fuzz".to_vec()),
             2 => Op::Mkdir(path(&mut it)),
@@ -189,32 +217,34 @@ pub fn syscalls(data: &[u8]) {
             6 => Op::Link(path(&mut it), path(&mut it)),
             7 => Op::Symlink(path(&mut it), path(&mut it)),
             8 => Op::List(path(&mut it)),
+            9 => Op::OpenDir(path(&mut it)),
             _ => Op::Stat(path(&mut it)),
         };
         let r = h.apply(&op);
         if let Ok(bytes) = &r {
             assert!(
-                !bytes.windows(SECRET.len()).any(|w| w == SECRET),
+                !bytes.windows(12).any(|w| w == &secret[..12]),
                 "{op:?} read the host's secret"
             );
-            if let Op::List(_) = op {
-                assert!(
+            match op {
+                Op::List(_) => assert!(
                     !String::from_utf8_lossy(bytes)
                         .split('/')
                         .any(|n| n == OUTSIDE_MARKER),
                     "{op:?} listed outside"
-                );
+                ),
+                Op::Stat(_) => assert_ne!(
+                    bytes.as_slice(),
+                    (SECRET_LEN as u64).to_le_bytes().as_slice(),
+                    "{op:?} stat'ed the host's secret"
+                ),
+                _ => {}
             }
         }
         assert_eq!(
-            listing(&p.join("outside")),
-            outside_before,
-            "{op:?} changed the host outside the mounts"
-        );
-        assert_eq!(
-            listing(&p.join("ro")),
-            ro_before,
-            "{op:?} changed the read-only mount"
+            protected(p),
+            before,
+            "{op:?} changed the host outside the read-write mount"
         );
     }
 }

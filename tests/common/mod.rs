@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod measure;
+#[allow(unused_imports)]
 pub use measure::measured;
 
 use std::path::{Path, PathBuf};
