@@ -105,14 +105,15 @@ pub fn archive(data: &[u8]) {
         .unwrap();
     let mut input = data;
     let r = packages::unpack_checked(&mut input, &stage, &mut |_| {});
-    let top: Vec<String> = std::fs::read_dir(&s.0)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    // The whole scratch tree but the staging directory's contents: an
+    // archive must not have written anywhere else, at any depth.
+    let outside: Vec<String> = listing(&s.0)
+        .into_iter()
+        .filter(|l| !l.starts_with("stage/") || l == "stage/")
         .collect();
     assert_eq!(
-        top,
-        vec!["stage".to_string()],
+        outside,
+        vec!["stage/".to_string()],
         "an archive wrote outside its staging directory"
     );
     if let Ok(m) = r {
