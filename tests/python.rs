@@ -279,24 +279,37 @@ fn deep_recursion_is_an_exception_not_a_crash() {
     assert_eq!(text(&out.stdout).trim(), "RecursionError");
     let out = py_c("import json\nx = []\nfor _ in range(100000): x = [x]\ntry:\n    json.dumps(x)\nexcept RecursionError:\n    print('RecursionError')\n");
     assert_ok(&out);
+    assert_eq!(text(&out.stdout).trim(), "RecursionError");
 }
 
 #[test]
 fn each_run_gets_fresh_randomness_and_hash_seed() {
     let code = "import random; print(hash('pynbox'), random.random())";
-    let a = py_c(code);
-    let b = py_c(code);
-    assert_ok(&a);
-    assert_ne!(a.stdout, b.stdout);
+    let fields = || -> Vec<String> {
+        let out = py_c(code);
+        assert_ok(&out);
+        let f: Vec<String> = text(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert_eq!(f.len(), 2, "{f:?}");
+        f
+    };
+    let (a, b) = (fields(), fields());
+    assert_ne!(a[0], b[0], "the same hash secret twice");
+    assert_ne!(a[1], b[1], "the same random state twice");
     let fixed = || {
-        py(&[
+        let out = py(&[
             "-E",
             "PYTHONHASHSEED=0",
             "python",
             "-c",
             "print(hash('pynbox'))",
-        ])
-        .stdout
+        ]);
+        assert_ok(&out);
+        let h = text(&out.stdout).trim().to_string();
+        assert!(h.parse::<i64>().is_ok(), "{h:?}");
+        h
     };
     assert_eq!(fixed(), fixed());
 }

@@ -292,61 +292,81 @@ fn hard_links_cannot_cross_mounts() {
 
 #[test]
 fn host_symlink_swap_race_never_escapes() {
-    // The host flips a path between a real directory and a symlink to the
-    // outside while the guest keeps opening a file through it.
+    // The host flips a path between a real directory, an absolute symlink
+    // to the outside and a relative one (`../outside`) while the guest
+    // keeps reading and writing a file through it.
     let t = tree();
     let data = t.path().join("data");
-    std::fs::create_dir_all(t.path().join("outside")).unwrap();
-    std::fs::write(t.path().join("outside/f.txt"), "secret").unwrap();
-    std::fs::create_dir_all(t.path().join("real")).unwrap();
-    std::fs::write(t.path().join("real/f.txt"), "inside").unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("f.txt"), "secret").unwrap();
+    let outside_before = snapshot(&outside);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flipper = {
         let stop = stop.clone();
         let data = data.clone();
-        let outside = t.path().join("outside");
+        let outside = outside.clone();
         std::thread::spawn(move || {
             let swap = data.join("swap");
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = std::fs::remove_file(&swap);
                 let _ = std::fs::remove_dir_all(&swap);
-                if n.is_multiple_of(2) {
-                    let _ = std::os::unix::fs::symlink(&outside, &swap);
-                } else {
-                    let _ = std::fs::create_dir(&swap);
-                    let _ = std::fs::write(swap.join("f.txt"), "inside");
+                match n % 3 {
+                    0 => {
+                        let _ = std::os::unix::fs::symlink(&outside, &swap);
+                    }
+                    1 => {
+                        let _ = std::os::unix::fs::symlink("../outside", &swap);
+                    }
+                    _ => {
+                        let _ = std::fs::create_dir(&swap);
+                        let _ = std::fs::write(swap.join("f.txt"), "inside");
+                    }
                 }
                 n += 1;
             }
             n
         })
     };
-    let mut reads = Vec::new();
-    for _ in 0..500 {
-        reads.extend(["read", "/data/swap/f.txt"]);
+    let mut ops = Vec::new();
+    for _ in 0..250 {
+        ops.extend([
+            "read",
+            "/data/swap/f.txt",
+            "write",
+            "/data/swap/w.txt=pwned",
+        ]);
     }
+    let p = probe();
+    // Compiled before the race starts.
+    assert_ok(&run(&["run", &p, "exit", "0"]));
     let start = Instant::now();
-    let mut ok = 0;
+    let (mut ok_reads, mut ok_writes) = (0, 0);
     while start.elapsed() < Duration::from_secs(4) {
-        let mut args = vec!["run", "-m"];
         let mount = m(&t, "data", "/data", "rw");
-        args.push(&mount);
-        let p = probe();
-        args.push(&p);
-        args.extend(reads.iter().copied());
+        let mut args = vec!["run", "-m", &mount, &p];
+        args.extend(ops.iter().copied());
         let out = run(&args);
         for l in probe_lines(&out) {
             assert!(!l.contains("secret"), "escaped during the race: {l}");
             if l.ends_with("ok inside") {
-                ok += 1;
+                ok_reads += 1;
+            } else if l.starts_with("write") && l.ends_with(": ok") {
+                ok_writes += 1;
             }
         }
+        assert_eq!(
+            snapshot(&outside),
+            outside_before,
+            "a write went outside during the race"
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let flips = flipper.join().unwrap();
     assert!(flips > 100, "the host did not race ({flips} swaps)");
-    assert!(ok > 0, "the guest never read the real file");
+    assert!(ok_reads > 0, "the guest never read the real file");
+    assert!(ok_writes > 0, "the guest never wrote the real directory");
 }
 
 #[test]
@@ -398,18 +418,30 @@ fn stdio_is_binary_safe_through_pipes() {
     assert_eq!(text(&out.stdout).matches("echo:line").count(), 100);
     drop(t);
 
-    // Arbitrary bytes through a file descriptor and back.
+    // Every byte value, through stdin and back out of stdout, unchanged.
+    let mut child = pynbox()
+        .args(["run", &probe(), "cat", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = {
+        let bytes = bytes.clone();
+        std::thread::spawn(move || stdin.write_all(&bytes).unwrap())
+    };
+    let out = child.wait_with_output().unwrap();
+    feed.join().unwrap();
+    assert_ok(&out);
+    assert!(out.stdout == bytes, "the bytes came back changed");
+
+    // And from a file given with -r.
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("in.bin"), &bytes).unwrap();
-    let out = run(&[
-        "run",
-        "-m",
-        &format!("{}:/d:rw", d.path().display()),
-        &probe(),
-        "read",
-        "/d/in.bin",
-    ]);
-    assert!(out.status.success());
+    let r = format!("3:{}", d.path().join("in.bin").display());
+    let out = run(&["run", "-r", &r, &probe(), "cat", "3"]);
+    assert_ok(&out);
+    assert!(out.stdout == bytes, "the bytes came back changed");
 }
 
 #[test]
@@ -504,6 +536,8 @@ fn memory_limit_ends_guest_with_message_and_status() {
 
 #[test]
 fn time_limit_stops_a_loop_without_calls() {
+    // Compiled before the clock starts.
+    assert_ok(&run(&["run", &probe(), "exit", "0"]));
     let start = Instant::now();
     let out = run(&["run", "--timeout", "1", &probe(), "spin", "0"]);
     let took = start.elapsed();
@@ -689,7 +723,10 @@ fn compiled_code_cache_is_used_and_corruption_is_rebuilt() {
     has_line(&out, "env X: ok (unset)");
     let rebuilt = std::fs::read(entry).unwrap();
     assert_ne!(rebuilt, bytes, "the corrupt entry was kept");
-    assert!(std::fs::metadata(entry).unwrap().modified().unwrap() >= first);
+    assert!(
+        std::fs::metadata(entry).unwrap().modified().unwrap() > first,
+        "the entry was not rewritten"
+    );
 }
 
 #[test]

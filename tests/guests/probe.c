@@ -216,6 +216,17 @@ int main(int argc, char **argv) {
             char *p = malloc(mb << 20);
             if (!p) { rc = -1; errno = ENOMEM; }
             else { memset(p, 1, mb << 20); sink = p[mb]; }
+        } else if (!strcmp(op, "allocmax")) {
+            /* allocmax MB: allocate and touch MB-MiB blocks until refused;
+             * report how many MiB were had */
+            size_t step = (size_t)atoll(arg) << 20, got = 0;
+            char *p;
+            while ((p = malloc(step)) != NULL) {
+                memset(p, 1, step);
+                sink = p[step - 1];
+                got += step;
+            }
+            snprintf(detail, sizeof detail, "%zu", got >> 20);
         } else if (!strcmp(op, "recurse")) {
             sink = recurse(atoi(arg));
         } else if (!strcmp(op, "spin")) {
@@ -227,6 +238,21 @@ int main(int argc, char **argv) {
             memset(kb, 'x', sizeof kb);
             for (long k = 0; k < atol(arg); k++) fwrite(kb, 1, sizeof kb, stdout);
             fflush(stdout);
+        } else if (!strcmp(op, "cat")) {
+            /* cat FD: copy descriptor FD to stdout, byte for byte, to its end */
+            static char buf[8192];
+            ssize_t n;
+            int fd = atoi(arg);
+            while ((n = read(fd, buf, sizeof buf)) > 0) {
+                for (ssize_t off = 0; off < n;) {
+                    ssize_t w = write(1, buf + off, (size_t)(n - off));
+                    if (w < 0) { rc = -1; break; }
+                    off += w;
+                }
+                if (rc < 0) break;
+            }
+            if (n < 0) rc = -1;
+            if (rc == 0) continue; /* no report line: stdout is the data */
         } else if (!strcmp(op, "errflood")) {
             /* errflood N: write N KiB to stderr */
             static char kb[1024];
