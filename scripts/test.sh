@@ -26,6 +26,13 @@ say "quick start: install into $dest"
 say "cargo test"
 PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast -- --test-threads=2
 
+say "the second wall, attacked from a compromised runner (a test-only build)"
+# The feature lets a guest make pynbox's own process try what an escaped
+# guest would; each attempt must be refused by Landlock or seccomp.
+cargo test --release --locked --features test-compromise --test lockdown -- --test-threads=2
+# Back to a pynbox without that hook.
+cargo build --release --locked
+
 say "cargo test, checked build (overflow checks and debug assertions in pynbox's code)"
 # Guest-controlled numbers must never panic pynbox: the tests that feed it
 # hostile ones run again with every arithmetic overflow checked.

@@ -18,6 +18,7 @@
 pub mod descriptors;
 pub mod fuzzing;
 pub mod install;
+pub mod lockdown;
 pub mod mounts;
 pub mod packages;
 pub mod preinit;
@@ -26,6 +27,7 @@ pub mod runtime;
 pub mod wasi;
 
 pub use descriptors::{parse_size, FdSource, FdSpec};
+pub use lockdown::LockDown;
 pub use mounts::{MountSpec, SpecError};
 pub use runtime::{
     Error, ErrorKind, Input, Limits, Output, Program, RunResult, Runtime, Sandbox, Status,

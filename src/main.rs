@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use pynbox::{
-    parse_size, ErrorKind, FdSpec, Input, Limits, MountSpec, Output, Runtime, Sandbox, Status,
+    parse_size, ErrorKind, FdSpec, Input, Limits, LockDown, MountSpec, Output, Runtime, Sandbox,
+    Status,
 };
 
 /// Exit status for mistakes in the command line or its inputs.
@@ -149,6 +150,17 @@ struct RunArgs {
     /// default: a link left behind could mislead host programs).
     #[arg(long)]
     allow_symlinks: bool,
+
+    /// Do not confine pynbox's own process with Landlock and seccomp (for
+    /// debugging; the guest is still confined by Wasmtime).
+    #[arg(long, conflicts_with = "require_os_sandbox")]
+    no_os_sandbox: bool,
+
+    /// Refuse to run where the kernel cannot confine pynbox's own process
+    /// with both Landlock and seccomp (by default the run goes on with a
+    /// one-line notice).
+    #[arg(long)]
+    require_os_sandbox: bool,
 
     /// Resolve PROGRAM inside the mounts (a guest path such as
     /// /test/native.wasm) instead of on the host. `python` always means
@@ -433,6 +445,43 @@ fn run(a: RunArgs) -> ExitCode {
     }
 
     let cache_dir = a.cache_dir.clone().or_else(Runtime::default_cache_dir);
+    // Forwarded files are opened before the process is confined.
+    let mut files = Vec::new();
+    for f in fds
+        .iter()
+        .filter(|f| !matches!(f.source, pynbox::FdSource::Host(_)))
+    {
+        match f.open() {
+            Ok((file, read, write)) => files.push((f.guest_fd, file, read, write)),
+            Err(e) => return usage(e),
+        }
+    }
+    let verbose = std::env::var_os("VERBOSE").is_some_and(|v| v != "0" && !v.is_empty());
+    // The second wall, file access first: before any thread starts, so that
+    // every thread is confined even where Landlock cannot reach threads
+    // already running.
+    let mut walls = None;
+    if !a.no_os_sandbox {
+        let mut lock = LockDown::new();
+        for m in &mounts {
+            lock = lock.mount(m);
+        }
+        if let Some(dir) = &cache_dir {
+            // The cache must exist to be kept writable.
+            let _ = std::fs::create_dir_all(dir);
+            lock = lock.write(dir);
+        }
+        if !(program == "python" || a.guest_program) {
+            lock = lock.read(program.as_str());
+        }
+        if let Some(p) = &a.preinit {
+            lock = lock.read(p);
+        }
+        match lock.apply_landlock() {
+            Ok(r) => walls = Some(r),
+            Err(e) => return fail(e.kind(), e),
+        }
+    }
     let runtime = match Runtime::new(cache_dir) {
         Ok(r) => r,
         Err(e) => return fail(e.kind(), e),
@@ -491,16 +540,33 @@ fn run(a: RunArgs) -> ExitCode {
     for (k, v) in &env {
         sandbox = sandbox.env(k, v);
     }
-    for (guest_fd, file, read, write) in host_fds {
+    for (guest_fd, file, read, write) in host_fds.into_iter().chain(files) {
         sandbox = sandbox.file(guest_fd, file, read, write);
     }
-    for f in fds
-        .iter()
-        .filter(|f| !matches!(f.source, pynbox::FdSource::Host(_)))
-    {
-        match f.open() {
-            Ok((file, read, write)) => sandbox = sandbox.file(f.guest_fd, file, read, write),
-            Err(e) => return usage(e),
+    // Then the system calls, now that the program is loaded and nothing
+    // more needs compiling.
+    if let Some(report) = walls.as_mut() {
+        match LockDown::apply_seccomp() {
+            Ok(n) => report.seccomp_allowed = n,
+            Err(e) => return fail(e.kind(), e),
+        }
+        if verbose {
+            eprintln!("pynbox: os sandbox: {report}");
+        }
+        if !report.complete() {
+            if a.require_os_sandbox {
+                return fail(
+                    ErrorKind::Internal,
+                    format!(
+                        "this kernel cannot confine pynbox's process ({report}); \
+                         --require-os-sandbox refuses to run without both walls"
+                    ),
+                );
+            }
+            eprintln!(
+                "pynbox: notice: the process runs without part of its second wall ({report}); \
+                 --require-os-sandbox refuses such runs, --no-os-sandbox hides this notice"
+            );
         }
     }
     if let Some(t) = timeout {

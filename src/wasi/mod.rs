@@ -134,6 +134,8 @@ const MODULE: &str = "wasi_snapshot_preview1";
 /// Registers every `wasi_snapshot_preview1` function with `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> {
     process::add_to_linker(linker)?;
+    #[cfg(feature = "test-compromise")]
+    process::compromise::add_to_linker(linker)?;
     clocks::add_to_linker(linker)?;
     streams::add_to_linker(linker)?;
     paths::add_to_linker(linker)
