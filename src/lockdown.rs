@@ -21,7 +21,7 @@
 //! step ([`LockDown::apply`]), since they restrict the whole process.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::mounts::MountSpec;
 use crate::runtime::Error;
@@ -140,10 +140,6 @@ impl LockDown {
     }
 }
 
-fn describe(p: &Path) -> String {
-    p.display().to_string()
-}
-
 #[cfg(target_os = "linux")]
 mod imp {
     use std::collections::BTreeMap;
@@ -158,7 +154,7 @@ mod imp {
         SeccompRule, TargetArch,
     };
 
-    use super::{describe, Report};
+    use super::Report;
     use crate::runtime::Error;
 
     /// The newest ABI this code asks for; older kernels give what they have.
@@ -168,14 +164,12 @@ mod imp {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             Error::internal(format!("cannot apply Landlock ({what}): {e}"))
         };
-        for p in read.iter().chain(write) {
-            if !p.exists() {
-                return Err(Error::input(format!(
-                    "cannot keep '{}' reachable under Landlock: it does not exist",
-                    describe(p)
-                )));
-            }
-        }
+        // A path that does not exist cannot be kept (Landlock rules name
+        // what exists); nothing can create it afterwards either, so the
+        // run's own error about it (a missing program, say) stays the one
+        // the user sees.
+        let read: Vec<&PathBuf> = read.iter().filter(|p| p.exists()).collect();
+        let write: Vec<&PathBuf> = write.iter().filter(|p| p.exists()).collect();
         let status = Ruleset::default()
             .handle_access(AccessFs::from_all(WANT))
             .and_then(|r| r.handle_access(AccessNet::from_all(WANT)))
