@@ -12,15 +12,19 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(specs manifest archive syscalls)
 
+# libFuzzer needs nightly's -Z flags (sanitizers, coverage). Without a
+# nightly toolchain (none can be downloaded on some machines), the stable
+# one takes them with RUSTC_BOOTSTRAP=1: it ships the same sanitizer
+# runtimes. Fuzzing never skips itself: a fuzzer that cannot be built or
+# run fails this script, in CI and out.
+toolchain=(+nightly)
 if ! cargo +nightly --version >/dev/null 2>&1; then
-    # libFuzzer needs nightly's sanitizer flags, and a toolchain cannot be
-    # downloaded on every machine: say so plainly instead of failing.
-    echo "fuzzing SKIPPED: no nightly Rust toolchain (rustup toolchain install nightly);" \
-        "tests/fuzz_regressions.rs still replays every kept input"
-    exit 0
+    toolchain=()
+    export RUSTC_BOOTSTRAP=1
+    echo "no nightly toolchain: fuzzing with $(rustc --version) and RUSTC_BOOTSTRAP=1"
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "installing cargo-fuzz (once)"
+    echo "installing cargo-fuzz (once, from crates.io)"
     cargo install --locked cargo-fuzz
 fi
 # Memory is part of what is fuzzed: an input that makes the host process
@@ -35,7 +39,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$corpus"
     echo "== fuzz $t for ${seconds}s"
     log=$(mktemp)
-    if ! cargo +nightly fuzz run --fuzz-dir fuzz "$t" "$corpus" "fuzz/regressions/$t" -- \
+    if ! cargo "${toolchain[@]}" fuzz run --fuzz-dir fuzz "$t" "$corpus" "fuzz/regressions/$t" -- \
         -max_total_time="$seconds" -print_final_stats=1 \
         -rss_limit_mb="$rss_mb" -malloc_limit_mb="$malloc_mb" >"$log" 2>&1; then
         tail -n 40 "$log" >&2
