@@ -26,11 +26,14 @@ say "quick start: install into $dest"
 say "cargo test"
 PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast -- --test-threads=2
 
-say "the second wall, attacked from a compromised runner (a test-only build)"
+say "test-only builds: the second wall attacked from a compromised runner; installs killed mid-commit"
 # The feature lets a guest make pynbox's own process try what an escaped
 # guest would; each attempt must be refused by Landlock or seccomp.
-cargo test --release --locked --features test-compromise --test lockdown -- --test-threads=2
-# Back to a pynbox without that hook.
+cargo test --release --locked --features test-compromise,test-faults --test lockdown -- --test-threads=2
+# And installs that die at each point of their commit must recover.
+cargo test --release --locked --features test-compromise,test-faults --test install \
+    -- an_install_killed_at_each_point_of_its_commit_recovers
+# Back to a pynbox without those hooks.
 cargo build --release --locked
 
 say "cargo test, checked build (overflow checks and debug assertions in pynbox's code)"

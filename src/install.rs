@@ -534,6 +534,7 @@ impl Dest {
             ));
         }
         let old = self.receipt(name)?;
+        fault_point("staged");
         // From here on the package is not installed until the new receipt
         // is written; the marker lets a later run clean up after a crash.
         let marker: Vec<&str> = staged.iter().map(|(f, _)| f.path.as_str()).collect();
@@ -555,7 +556,10 @@ impl Dest {
                 self.prune(&f.path);
             }
         }
-        for (f, from) in staged {
+        for (i, (f, from)) in staged.iter().enumerate() {
+            if i == 1 {
+                fault_point("commit");
+            }
             if let Some(parent) = Path::new(&f.path).parent() {
                 self.dir
                     .create_dir_all(parent)
@@ -593,10 +597,24 @@ impl Dest {
             interpreter,
             files: staged.iter().map(|(f, _)| f.clone()).collect(),
         })?;
+        fault_point("receipt");
         let _ = self.dir.remove_file(format!("packages/{name}.installing"));
         Ok(())
     }
 }
+
+/// A deliberate crash at a named point of an install, for the tests of
+/// recovery: with the `test-faults` feature (never in release builds),
+/// `PYNBOX_TEST_CRASH_AT=NAME` ends the process there, as a kill would.
+#[cfg(feature = "test-faults")]
+fn fault_point(name: &str) {
+    if std::env::var("PYNBOX_TEST_CRASH_AT").as_deref() == Ok(name) {
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "test-faults"))]
+fn fault_point(_name: &str) {}
 
 enum StagedFrom {
     /// A DEST-relative path in the staging area.

@@ -1213,3 +1213,70 @@ fn oversized_tar_headers_are_refused_within_bounded_memory() {
         "sound package: peak RSS {peak_kib} KiB"
     );
 }
+
+/// An install that dies at each point of its commit (with the `test-faults`
+/// feature: `cargo test --release --features test-faults --test install`)
+/// leaves the old version, or nothing, and the next install completes.
+#[cfg(feature = "test-faults")]
+#[test]
+fn an_install_killed_at_each_point_of_its_commit_recovers() {
+    for point in ["staged", "commit", "receipt"] {
+        let (r1, r2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let d = tempfile::tempdir().unwrap();
+        make_pkg(
+            r1.path(),
+            "p",
+            "1",
+            &[("p/a", b"one a"), ("p/b", b"one b")],
+            &[],
+        );
+        make_pkg(
+            r2.path(),
+            "p",
+            "2",
+            &[("p/a", b"two a"), ("p/b", b"two b"), ("p/c", b"two c")],
+            &[],
+        );
+        let (r1, r2) = (
+            r1.path().display().to_string(),
+            r2.path().display().to_string(),
+        );
+        let dest = d.path().join("dest");
+        ok(&install(&dest, &r1, &["p"]));
+        let out = pynbox()
+            .env("PYNBOX_TEST_CRASH_AT", point)
+            .args(["install", &dest.display().to_string(), "p", "--repo", &r2])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{point}: the install was not interrupted"
+        );
+        // Never a half-installed package: the old version whole, or none
+        // (or the new one whole, once its receipt is written).
+        let version = || {
+            list(&dest)
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|w| w.first() == Some(&"p"))
+                .map(|w| w[1].to_string())
+        };
+        match (point, version()) {
+            ("receipt", Some(v)) => assert_eq!(v, "2", "{point}"),
+            (_, None) => {}
+            (_, Some(v)) => {
+                assert_eq!(v, "1", "{point}");
+                assert_ok(&run(&["verify", &dest.display().to_string()]));
+            }
+        }
+        ok(&install(&dest, &r2, &["p"]));
+        assert_eq!(version().as_deref(), Some("2"), "{point}: {}", list(&dest));
+        ok(&run(&["verify", &dest.display().to_string()]));
+        assert_eq!(
+            std::fs::read(dest.join("root/p/c")).unwrap(),
+            b"two c",
+            "{point}"
+        );
+        assert!(!dest.join(".staging").exists(), "{point}");
+    }
+}
