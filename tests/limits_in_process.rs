@@ -21,10 +21,12 @@ fn sandbox(ops: &[&str]) -> Sandbox {
     let runtime = Runtime::new(Some(module_cache())).unwrap();
     // Compiled before the clock starts.
     let program = runtime.load_file(&guest("probe")).unwrap();
-    Sandbox::new(&program).args(ops.iter().copied()).limits(Limits {
-        timeout: Some(LIMIT),
-        ..Limits::default()
-    })
+    Sandbox::new(&program)
+        .args(ops.iter().copied())
+        .limits(Limits {
+            timeout: Some(LIMIT),
+            ..Limits::default()
+        })
 }
 
 /// Runs `s` on its own thread; its result and how long it took, or a

@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use std::process::Output;
 
 #[test]
 fn the_cli_reports_both_walls_and_can_require_them() {
@@ -43,6 +42,7 @@ fn the_cli_reports_both_walls_and_can_require_them() {
 #[cfg(feature = "test-compromise")]
 mod compromised {
     use super::*;
+    use std::process::Output;
 
     const EPERM: i32 = 1;
     const EACCES: i32 = 13;
