@@ -206,18 +206,27 @@ fetch_debian_source() {
     What it lists now: $(cd "$PYNBOX_APT_DIR" && apt-get "${APT_PRIVATE[@]}" "${sub[@]}" --print-uris "$pkg/$suite" 2>&1 | awk '/^\047/ {print $2}' | tr '\n' ' ')
     Update the pinned file name and sha256 in the recipe${upstream:+ (upstream: $upstream)}."
     echo "[pynbox] fetching $uri${upstream:+ (upstream: $upstream)}" >&2
+    download_verified "$uri" "$dest" "$want" "Debian $suite"
+    release_lock apt
+    echo "$dest"
+}
+
+# download_verified URI DEST SHA256 WHERE
+# Downloads URI (any scheme apt knows, file:// included) next to DEST and
+# moves it to DEST only if its sha256 is SHA256; otherwise removes it and
+# dies naming both hashes. WHERE says where it came from, for the message.
+download_verified() {
+    local uri=$1 dest=$2 want=$3 where=$4 got
     rm -f "$dest.part"
-    run /usr/lib/apt/apt-helper "${APT_PRIVATE[@]}" download-file "$uri" "$dest.part" >&2
+    run /usr/lib/apt/apt-helper ${APT_PRIVATE[@]+"${APT_PRIVATE[@]}"} download-file "$uri" "$dest.part" >&2
     got=$(sha256_of "$dest.part")
     if [[ $got != "$want" ]]; then
         rm -f "$dest.part"
-        die "sha256 mismatch for $file from Debian $suite ($uri):
+        die "sha256 mismatch for ${dest##*/} from $where ($uri):
     expected $want
     actual   $got"
     fi
     mv "$dest.part" "$dest"
-    release_lock apt
-    echo "$dest"
 }
 
 # fetch_pypi_sdist NAME VERSION FILENAME SHA256
