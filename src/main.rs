@@ -412,8 +412,14 @@ fn run(a: RunArgs) -> ExitCode {
     let timeout = if a.timeout.eq_ignore_ascii_case("none") {
         None
     } else {
-        match a.timeout.parse::<f64>() {
-            Ok(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+        match a
+            .timeout
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        {
+            Some(d) => Some(d),
             _ => {
                 return usage(format!(
                     "--timeout '{}': give a number of seconds greater than 0, or none",
@@ -586,7 +592,7 @@ fn run(a: RunArgs) -> ExitCode {
 /// runs. Past the limit plus a grace period, end the whole process.
 fn start_watchdog(limit: Duration) {
     std::thread::spawn(move || {
-        std::thread::sleep(limit + Duration::from_secs(1));
+        std::thread::sleep(limit.saturating_add(Duration::from_secs(1)));
         eprintln!(
             "pynbox: time limit of {} s reached (--timeout)",
             limit.as_secs_f64()

@@ -690,7 +690,11 @@ impl Sandbox {
         .map_err(|_| Error::input("too many descriptors"))?;
 
         let env = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let deadline = self.limits.timeout.map(|t| Instant::now() + t);
+        // A limit too far away to represent is no limit.
+        let deadline = self
+            .limits
+            .timeout
+            .and_then(|t| Instant::now().checked_add(t));
         let memory_max = self.limits.memory.unwrap_or(MAX_MEMORY).min(MAX_MEMORY) as usize;
         let guest = Guest {
             wasi: WasiCtx {
@@ -752,8 +756,8 @@ pub(crate) fn new_store(
     mut guest: Guest,
     timeout: Option<Duration>,
 ) -> Store<Guest> {
-    if let Some(t) = timeout {
-        let d = Instant::now() + t;
+    // A limit too far away to represent is no limit.
+    if let Some(d) = timeout.and_then(|t| Instant::now().checked_add(t)) {
         guest.wasi.deadline = Some(guest.wasi.deadline.map_or(d, |g| g.min(d)));
     }
     let mut store = Store::new(engine, guest);

@@ -610,6 +610,9 @@ fn bad_command_lines_give_one_line_errors() {
     one_line_usage_error(&run(&["run", "/no/such/prog.wasm"]), "does not exist");
     one_line_usage_error(&run(&["run", "--memory", "lots", &p]), "not a size");
     one_line_usage_error(&run(&["run", "--timeout", "-1", &p]), "--timeout");
+    // Too large for a duration: an error, not a panic.
+    one_line_usage_error(&run(&["run", "--timeout", "1e300", &p]), "--timeout");
+    one_line_usage_error(&run(&["run", "--open-files", "many", &p]), "--open-files");
     one_line_usage_error(&run(&["run", "-E", "NOEQUALS", &p]), "NAME=VALUE");
     std::fs::write(t.path().join("text.wasm"), "hello").unwrap();
     one_line_usage_error(
