@@ -62,22 +62,41 @@ fn install_made_a_snapshot_and_plain_runs_use_it() {
 
 #[test]
 fn every_run_draws_its_own_hash_secret_and_random_state() {
-    let code = "import random, os; print(hash('pynbox'), hash(b'pynbox'), random.random(), os.urandom(8).hex())";
-    let runs: Vec<Vec<String>> = (0..3)
-        .map(|_| {
-            ok_stdout(&bin_run(&["python", "-c", code]))
-                .split(' ')
-                .map(String::from)
-                .collect()
-        })
-        .collect();
-    for field in 0..4 {
-        let values: std::collections::HashSet<&String> = runs.iter().map(|r| &r[field]).collect();
-        assert_eq!(
-            values.len(),
-            3,
-            "field {field} repeated across runs: {runs:?}"
-        );
+    // The first field proves the run resumed from the snapshot (a fallback
+    // to the plain interpreter would print False), then hashes, Python's
+    // and SQLite's generators, the host's entropy.
+    let code = "import sys; r = 'decimal' in sys.modules and 'sqlite3' in sys.modules; \
+                import random, os, sqlite3; \
+                b, n = sqlite3.connect(':memory:').execute('select hex(randomblob(16)), random()').fetchone(); \
+                print(r, hash('pynbox'), hash(b'pynbox'), random.random(), random.getrandbits(64), os.urandom(8).hex(), b, n)";
+    let runs = |extra: &[&str]| -> Vec<Vec<String>> {
+        (0..3)
+            .map(|_| {
+                let mut args = vec!["python"];
+                args.extend_from_slice(extra);
+                args.extend(["-c", code]);
+                ok_stdout(&bin_run(&args))
+                    .split(' ')
+                    .map(String::from)
+                    .collect()
+            })
+            .collect()
+    };
+    // Resumed runs, then plain ones (-I does not resume).
+    for (extra, resumed) in [(&[][..], "True"), (&["-I"][..], "False")] {
+        let runs = runs(extra);
+        for r in &runs {
+            assert_eq!(r[0], resumed, "{extra:?}: {runs:?}");
+        }
+        for field in 1..8 {
+            let values: std::collections::HashSet<&String> =
+                runs.iter().map(|r| &r[field]).collect();
+            assert_eq!(
+                values.len(),
+                3,
+                "{extra:?}: field {field} repeated across runs started within a second: {runs:?}"
+            );
+        }
     }
 }
 

@@ -31,6 +31,12 @@
  * WAL is unavailable on WASI (SQLite omits it: no shared memory), so
  * journal_mode=WAL quietly stays in rollback-journal mode.
  *
+ * Randomness: the "unix" VFS seeds SQLite's generator from /dev/urandom,
+ * which no sandbox has, and falls back to the time and the pid, so every run
+ * started in the same second would draw the same randomblob() and random()
+ * values. Every unix VFS draws from WASI's random_get instead (getentropy),
+ * the host's CSPRNG.
+ *
  * Built as one translation unit with -DSQLITE_EXTRA_INIT=pynbox_sqlite_wasi_init
  * so that the hook is installed by sqlite3_initialize() before any file is
  * opened; "unix-dotfile" and "unix-none" stay available by name (?vfs=...).
@@ -38,6 +44,7 @@
 #include "sqlite3.c"
 
 #include <stdarg.h>
+#include <unistd.h> /* getentropy */
 
 /* F_SETLK, F_SETLKW, F_GETLK and F_UNLCK are the values sqlite3.c defines for
  * WASI (wasi-libc declares struct flock but no lock commands). */
@@ -59,9 +66,27 @@ static int pynboxWasiFcntl(int fd, int op, ...) {
     }
 }
 
+/* Fills zBuf from the host's CSPRNG; SQLite asks for a few dozen bytes
+ * once, to seed its own generator. getentropy gives at most 256 at a time. */
+static int pynboxRandomness(sqlite3_vfs *vfs, int nBuf, char *zBuf) {
+    int done = 0;
+    (void)vfs;
+    while (done < nBuf) {
+        int n = nBuf - done > 256 ? 256 : nBuf - done;
+        if (getentropy(zBuf + done, (size_t)n) != 0) break;
+        done += n;
+    }
+    return done;
+}
+
 int pynbox_sqlite_wasi_init(const char *unused) {
+    static const char *const names[] = {"unix", "unix-dotfile", "unix-none", "unix-excl"};
     sqlite3_vfs *vfs = sqlite3_vfs_find("unix");
     (void)unused;
     if (vfs == 0 || vfs->xSetSystemCall == 0) return SQLITE_ERROR;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        sqlite3_vfs *v = sqlite3_vfs_find(names[i]);
+        if (v != 0) v->xRandomness = pynboxRandomness;
+    }
     return vfs->xSetSystemCall(vfs, "fcntl", (sqlite3_syscall_ptr)pynboxWasiFcntl);
 }
