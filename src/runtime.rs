@@ -679,6 +679,7 @@ impl Sandbox {
                     read,
                     write,
                     tty,
+                    nonblock: false,
                 },
             );
         }
@@ -859,6 +860,7 @@ fn host_desc(file: File, read: bool, write: bool) -> Desc {
         read,
         write,
         tty,
+        nonblock: false,
     }
 }
 

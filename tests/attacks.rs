@@ -140,18 +140,19 @@ macro_rules! attacks {
 attacks! {
     // Path traversal through every path-taking call. `..` is lexical while
     // no symlink is crossed, so `/data/x/../../outside` is `/outside`: in
-    // the read-only root, where no `outside` exists.
+    // the read-only root, where no `outside` exists (ENOENT, as the kernel
+    // answers before EROFS).
     traversal_open: ["read", "/../outside/secret.txt"] => "read /../outside/secret.txt: error ENOENT";
     traversal_open_below_mount: ["read", "/data/../../outside/secret.txt"] => "read /data/../../outside/secret.txt: error ENOENT";
     traversal_open_inside_subdir: ["read", "/sub/../../outside/secret.txt"] => "read /sub/../../outside/secret.txt: error ENOENT";
     traversal_stat: ["stat", "/sub/../../outside/secret.txt"] => "stat /sub/../../outside/secret.txt: error ENOENT";
     traversal_readlink: ["readlink", "/sub/../../outside/secret.txt"] => "readlink /sub/../../outside/secret.txt: error ENOENT";
-    traversal_rename: ["rename", "/data/d.txt=/data/x/../../outside/moved"] => "rename /data/d.txt=/data/x/../../outside/moved: error EROFS";
-    traversal_link: ["link", "/data/d.txt=/data/x/../../outside/linked"] => "link /data/d.txt=/data/x/../../outside/linked: error EROFS";
-    traversal_unlink: ["unlink", "/data/x/../../outside/secret.txt"] => "unlink /data/x/../../outside/secret.txt: error EROFS";
-    traversal_mkdir: ["mkdir", "/data/x/../../outside/newdir"] => "mkdir /data/x/../../outside/newdir: error EROFS";
-    traversal_rmdir: ["rmdir", "/data/x/../../outside/sub"] => "rmdir /data/x/../../outside/sub: error EROFS";
-    traversal_utime: ["utime", "/data/x/../../outside/secret.txt"] => "utime /data/x/../../outside/secret.txt: error EROFS";
+    traversal_rename: ["rename", "/data/d.txt=/data/x/../../outside/moved"] => "rename /data/d.txt=/data/x/../../outside/moved: error ENOENT";
+    traversal_link: ["link", "/data/d.txt=/data/x/../../outside/linked"] => "link /data/d.txt=/data/x/../../outside/linked: error ENOENT";
+    traversal_unlink: ["unlink", "/data/x/../../outside/secret.txt"] => "unlink /data/x/../../outside/secret.txt: error ENOENT";
+    traversal_mkdir: ["mkdir", "/data/x/../../outside/newdir"] => "mkdir /data/x/../../outside/newdir: error ENOENT";
+    traversal_rmdir: ["rmdir", "/data/x/../../outside/sub"] => "rmdir /data/x/../../outside/sub: error ENOENT";
+    traversal_utime: ["utime", "/data/x/../../outside/secret.txt"] => "utime /data/x/../../outside/secret.txt: error ENOENT";
     traversal_chdir: ["chdir", "/data/../..", "read", "outside/secret.txt"] => "read outside/secret.txt: error ENOENT";
     traversal_openat_dir_fd: ["openat", "/data=../outside/secret.txt"] => "openat /data=../outside/secret.txt: error ENOENT";
     traversal_openat_deep: ["openat", "/sub=../../../outside/secret.txt"] => "openat /sub=../../../outside/secret.txt: error ENOENT";

@@ -357,3 +357,55 @@ for name, f in [
         );
     }
 }
+
+/// What real programs (and CPython's own test helpers) rely on: a
+/// read-only mount answers as the kernel does, a lookup error before
+/// EROFS; a name with a trailing slash must be a directory's; O_NONBLOCK
+/// is kept (issue 16's deviations).
+#[test]
+fn errnos_follow_the_kernel_on_read_only_mounts_and_trailing_slashes() {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("f"), "f").unwrap();
+    let code = r#"
+import errno, os
+def e(f):
+    try:
+        f()
+        return 'ok'
+    except OSError as x:
+        return errno.errorcode[x.errno]
+W = '/python/bin/python.wasm'
+print(' '.join([
+    e(lambda: os.unlink('/python/nope')),
+    e(lambda: os.rmdir('/python/nope')),
+    e(lambda: os.mkdir('/python')),
+    e(lambda: os.mkdir('/python/new')),
+    e(lambda: os.mkdir('/nope/new')),
+    e(lambda: os.unlink(W)),
+    e(lambda: os.rename('/python/nope', '/python/x')),
+    e(lambda: os.utime('/python/nope')),
+    e(lambda: os.close(os.open(W, os.O_RDONLY | os.O_CREAT))),
+    e(lambda: os.open(W, os.O_RDONLY | os.O_CREAT | os.O_EXCL)),
+    e(lambda: open('/python/new.txt', 'w')),
+    e(lambda: open('/s/does_not_exist/', 'w')),
+    e(lambda: os.stat('/s/f/')),
+    e(lambda: os.stat(W + '/')),
+    e(lambda: open('/s/f/')),
+]))
+fd = os.open('/s/f', os.O_RDONLY)
+os.set_blocking(fd, False)
+print(os.get_blocking(fd))
+"#;
+    let s = format!("{}:/s:rw", scratch.path().display());
+    let root = format!("{}/root:/:ro", dest().display());
+    let out = py(&["-m", &root, "-m", &s, "python", "-c", code]);
+    assert_ok(&out);
+    let o = text(&out.stdout);
+    let mut lines = o.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "ENOENT ENOENT EEXIST EROFS ENOENT EROFS ENOENT ENOENT ok EEXIST EROFS EISDIR ENOTDIR ENOTDIR ENOTDIR"
+    );
+    assert_eq!(lines.next().unwrap(), "False", "O_NONBLOCK was dropped");
+    assert!(!scratch.path().join("does_not_exist").exists());
+}

@@ -129,6 +129,7 @@ pub const OFLAG_EXCL: u16 = 4;
 pub const OFLAG_TRUNC: u16 = 8;
 
 pub const FDFLAG_APPEND: u16 = 1;
+pub const FDFLAG_NONBLOCK: u16 = 1 << 2;
 
 pub const LOOKUP_SYMLINK_FOLLOW: u32 = 1;
 

@@ -29,6 +29,10 @@ pub(crate) enum Desc {
         read: bool,
         write: bool,
         tty: bool,
+        /// The guest asked not to wait (`O_NONBLOCK`): a stream with
+        /// nothing ready answers EAGAIN. (The host's own descriptor, shared
+        /// with other processes, is never made non-blocking.)
+        nonblock: bool,
     },
     /// In-memory input or captured output, for the embedding API. What is
     /// written to it counts toward `--max-output`, as for host streams.
@@ -43,6 +47,8 @@ pub(crate) enum Desc {
         read: bool,
         write: bool,
         append: bool,
+        /// `O_NONBLOCK`, kept and reported (a regular file never waits).
+        nonblock: bool,
     },
     /// A directory in the guest namespace. `preopen` is the guest path
     /// wasi-libc learns from `fd_prestat_dir_name`.

@@ -46,42 +46,91 @@ impl WasiCtx {
     }
 
     /// Resolves a path for an operation that changes the file system: the
-    /// target must be below a writable mount, and not a mount root.
-    fn resolve_for_change(&self, fd: u32, path: &str) -> Sys<(usize, &Dir, PathBuf)> {
+    /// target must be below a writable mount, and not a mount root. On a
+    /// read-only place the answer is the kernel's, in the kernel's order: a
+    /// lookup error first (`ENOENT`, `ENOTDIR`, `EEXIST` for a name that
+    /// must be new), `EROFS` only for a change that could otherwise be made,
+    /// so that "remove if present" code sees `ENOENT` as it would natively.
+    fn resolve_for_change(&self, fd: u32, path: &str, kind: Change) -> Sys<(usize, &Dir, PathBuf)> {
         let target = self.resolve_creating(fd, path)?;
         match target {
-            Target::Virtual { .. } => Err(Errno::ROFS.into()),
+            Target::Virtual { .. } => Err(self.refusal(&target, kind).into()),
             Target::Host { mount, ref rel, .. } => {
                 if !self.ns.mounts[mount].writable {
-                    return Err(Errno::ROFS.into());
+                    return Err(self.refusal(&target, kind).into());
                 }
                 if self.ns.is_mount_root(&target) {
                     return Err(Errno::BUSY.into());
                 }
                 let (dir, p) = self.host(mount, rel, true)?;
+                if path.ends_with('/') {
+                    // A name with a trailing slash is a directory's.
+                    match dir.symlink_metadata(&p) {
+                        Ok(m) if !m.is_dir() => return Err(Errno::NOTDIR.into()),
+                        Err(_) if kind == Change::New(NewKind::File) => {
+                            return Err(Errno::ISDIR.into())
+                        }
+                        _ => {}
+                    }
+                }
                 Ok((mount, dir, p))
             }
         }
     }
 
+    /// Why a change to read-only `target` fails, as the kernel would say.
+    fn refusal(&self, target: &Target, kind: Change) -> Errno {
+        let Target::Host { mount, rel, .. } = target else {
+            // A virtual directory exists; a name new in one was refused
+            // by resolve_creating already.
+            return match kind {
+                Change::New(NewKind::Dir | NewKind::Link) => Errno::EXIST,
+                _ => Errno::ROFS,
+            };
+        };
+        let dir = &self.ns.mounts[*mount].dir;
+        if self.ns.confine(*mount, rel, true).is_err() {
+            return Errno::ROFS;
+        }
+        match dir.symlink_metadata(rel_path(rel)) {
+            Ok(_) => match kind {
+                Change::New(NewKind::Dir | NewKind::Link) => Errno::EXIST,
+                _ => Errno::ROFS,
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match kind {
+                Change::Existing => Errno::NOENT,
+                // A new name: only its directory must exist.
+                Change::New(_) => {
+                    let parent = &rel[..rel.len().saturating_sub(1)];
+                    match dir.metadata(rel_path(parent)) {
+                        Ok(m) if m.is_dir() => Errno::ROFS,
+                        Ok(_) => Errno::NOTDIR,
+                        Err(e) => e.into(),
+                    }
+                }
+            },
+            Err(e) => e.into(),
+        }
+    }
+
     pub(super) fn mkdir(&self, fd: u32, path: &str) -> Sys<()> {
-        let (_, dir, rel) = self.resolve_for_change(fd, path)?;
+        let (_, dir, rel) = self.resolve_for_change(fd, path, Change::New(NewKind::Dir))?;
         Ok(dir.create_dir(rel)?)
     }
 
     pub(super) fn rmdir(&self, fd: u32, path: &str) -> Sys<()> {
-        let (_, dir, rel) = self.resolve_for_change(fd, path)?;
+        let (_, dir, rel) = self.resolve_for_change(fd, path, Change::Existing)?;
         Ok(dir.remove_dir(rel)?)
     }
 
     pub(super) fn unlink(&self, fd: u32, path: &str) -> Sys<()> {
-        let (_, dir, rel) = self.resolve_for_change(fd, path)?;
+        let (_, dir, rel) = self.resolve_for_change(fd, path, Change::Existing)?;
         Ok(dir.remove_file_or_symlink(rel)?)
     }
 
     pub(super) fn link(&self, old_fd: u32, old: &str, new_fd: u32, new: &str) -> Sys<()> {
-        let (m1, dir, r1) = self.resolve_for_change(old_fd, old)?;
-        let (m2, _, r2) = self.resolve_for_change(new_fd, new)?;
+        let (m1, dir, r1) = self.resolve_for_change(old_fd, old, Change::Existing)?;
+        let (m2, _, r2) = self.resolve_for_change(new_fd, new, Change::New(NewKind::Link))?;
         // A link across mounts could give write access to a file of a
         // read-only mount, or tie two host trees together.
         if m1 != m2 {
@@ -91,8 +140,8 @@ impl WasiCtx {
     }
 
     pub(super) fn rename(&self, old_fd: u32, old: &str, new_fd: u32, new: &str) -> Sys<()> {
-        let (m1, dir, r1) = self.resolve_for_change(old_fd, old)?;
-        let (m2, _, r2) = self.resolve_for_change(new_fd, new)?;
+        let (m1, dir, r1) = self.resolve_for_change(old_fd, old, Change::Existing)?;
+        let (m2, _, r2) = self.resolve_for_change(new_fd, new, Change::New(NewKind::File))?;
         if m1 != m2 {
             return Err(Errno::XDEV.into());
         }
@@ -100,7 +149,7 @@ impl WasiCtx {
     }
 
     pub(super) fn symlink(&self, target: &str, fd: u32, path: &str) -> Sys<()> {
-        let (_, dir, rel) = self.resolve_for_change(fd, path)?;
+        let (_, dir, rel) = self.resolve_for_change(fd, path, Change::New(NewKind::Link))?;
         // A link made by the guest stays in the host tree after the run and
         // could mislead a host program that follows it.
         if !self.allow_symlinks {
@@ -225,6 +274,26 @@ impl WasiCtx {
     }
 }
 
+/// What a change does to the name it is given, for the errno a read-only
+/// place answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Changes or removes what is there (unlink, rmdir, the source of a
+    /// rename or link, utime).
+    Existing,
+    /// Makes the name (mkdir, symlink, the target of a link or rename).
+    New(NewKind),
+}
+
+/// What a new name will be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NewKind {
+    File,
+    Dir,
+    /// A link, which, like a directory, cannot replace an existing name.
+    Link,
+}
+
 /// Numbers directory entries and hands those from `skip` on to `each`.
 struct Pager<F> {
     i: u64,
@@ -289,9 +358,31 @@ pub(super) fn path_open(
         }
         Target::Host { mount, rel, .. } => (*mount, rel.clone()),
     };
-    let writable = cx.ns.mounts[mount].writable;
-    if (write || create || append) && !writable {
-        return Err(Errno::ROFS.into());
+    // A name with a trailing slash is a directory's: creating a file by it
+    // is EISDIR (as is O_CREAT on a directory), opening a file by it
+    // ENOTDIR.
+    if create && path.ends_with('/') {
+        return Err(Errno::ISDIR.into());
+    }
+    let want_dir = want_dir || path.ends_with('/');
+    let mut create = create;
+    if !cx.ns.mounts[mount].writable {
+        // The kernel's order: a lookup error before EROFS, and opening an
+        // existing file with O_CREAT but no write is no change at all.
+        if write || append {
+            let kind = if create {
+                Change::New(NewKind::File)
+            } else {
+                Change::Existing
+            };
+            return Err(cx.refusal(&target, kind).into());
+        }
+        if create {
+            match cx.refusal(&target, Change::New(NewKind::Dir)) {
+                Errno::EXIST if !excl => create = false,
+                e => return Err(e.into()),
+            }
+        }
     }
     // Every descriptor of a file holds a host descriptor: refuse before
     // opening, so that the host's table is never the one that runs out.
@@ -370,6 +461,7 @@ pub(super) fn path_open(
         read,
         write,
         append,
+        nonblock: fdflags & FDFLAG_NONBLOCK != 0,
     })?)
 }
 
@@ -475,7 +567,12 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
         |cx, mem, fd: u32, flags: u32, p: u32, len: u32, out: u32| {
             let path = get_path(mem, p, len)?;
             let target = cx.ns.resolve(cx.fds.dir(fd)?, &path)?;
-            let st = cx.stat_target(&target, flags & LOOKUP_SYMLINK_FOLLOW != 0)?;
+            // A trailing slash follows the last link and wants a directory.
+            let slash = path.ends_with('/');
+            let st = cx.stat_target(&target, slash || flags & LOOKUP_SYMLINK_FOLLOW != 0)?;
+            if slash && st.filetype != FILETYPE_DIRECTORY {
+                return Err(Errno::NOTDIR.into());
+            }
             put(mem, out, &st.to_bytes())?;
             Ok(())
         }
@@ -486,11 +583,12 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
         |cx, mem, fd: u32, flags: u32, p: u32, len: u32, atim: i64, mtim: i64, fst: u32| {
             let path = get_path(mem, p, len)?;
             let target = cx.ns.resolve(cx.fds.dir(fd)?, &path)?;
-            let Target::Host { mount, rel, .. } = target else {
-                return Err(Errno::ROFS.into());
+            let Target::Host { mount, rel, .. } = &target else {
+                return Err(cx.refusal(&target, Change::Existing).into());
             };
+            let (mount, rel) = (*mount, rel.clone());
             if !cx.ns.mounts[mount].writable {
-                return Err(Errno::ROFS.into());
+                return Err(cx.refusal(&target, Change::Existing).into());
             }
             let fst = fst as u16;
             let a = time_spec(atim as u64, fst, FST_ATIM, FST_ATIM_NOW)?;

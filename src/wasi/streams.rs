@@ -140,8 +140,13 @@ pub(super) fn fd_read_into(
     at: Option<u64>,
     more: bool,
 ) -> Sys<Option<usize>> {
-    let waits = match cx.fds.get(fd)? {
-        Desc::Host { file, read, .. } => {
+    let (waits, nonblock) = match cx.fds.get(fd)? {
+        Desc::Host {
+            file,
+            read,
+            nonblock,
+            ..
+        } => {
             if !*read {
                 return Err(Errno::BADF.into());
             }
@@ -149,17 +154,20 @@ pub(super) fn fd_read_into(
             if at.is_some() {
                 return Err(Errno::SPIPE.into());
             }
-            can_wait(file)
+            (can_wait(file), *nonblock)
         }
-        _ => false,
+        _ => (false, false),
     };
     if waits {
         let Desc::Host { file, .. } = cx.fds.get(fd)? else {
             unreachable!("checked above")
         };
         #[cfg(unix)]
-        if !wait_ready(cx.deadline, file, libc::POLLIN, more)? {
-            return Ok(None);
+        if !wait_ready(cx.deadline, file, libc::POLLIN, more || nonblock)? {
+            if more {
+                return Ok(None);
+            }
+            return Err(Errno::AGAIN.into());
         }
     }
     Ok(Some(match cx.fds.get_mut(fd)? {
@@ -206,8 +214,13 @@ pub(super) fn fd_write_bufs(
     at: Option<u64>,
 ) -> Sys<usize> {
     let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-    let (counted, waits) = match cx.fds.get(fd)? {
-        Desc::Host { file, write, .. } => {
+    let (counted, waits, nonblock) = match cx.fds.get(fd)? {
+        Desc::Host {
+            file,
+            write,
+            nonblock,
+            ..
+        } => {
             if !*write {
                 return Err(Errno::BADF.into());
             }
@@ -217,7 +230,7 @@ pub(super) fn fd_write_bufs(
             if at.is_some() {
                 return Err(Errno::SPIPE.into());
             }
-            (true, can_wait(file))
+            (true, can_wait(file), *nonblock)
         }
         Desc::Memory { output, .. } => {
             if output.is_none() {
@@ -226,13 +239,13 @@ pub(super) fn fd_write_bufs(
             if at.is_some() {
                 return Err(Errno::SPIPE.into());
             }
-            (true, false)
+            (true, false, false)
         }
         Desc::File { write, .. } => {
             if !*write {
                 return Err(Errno::BADF.into());
             }
-            (false, false)
+            (false, false, false)
         }
         Desc::Dir { .. } => return Err(Errno::ISDIR.into()),
     };
@@ -241,6 +254,14 @@ pub(super) fn fd_write_bufs(
     }
     let deadline = cx.deadline;
     match cx.fds.get_mut(fd)? {
+        // Non-blocking: what fits now, or EAGAIN.
+        #[cfg(unix)]
+        Desc::Host { file, .. } if waits && nonblock => {
+            if !wait_ready(deadline, file, libc::POLLOUT, true)? {
+                return Err(Errno::AGAIN.into());
+            }
+            Ok(file.write_vectored(&Gather::new(bufs).slices(STREAM_CHUNK))?)
+        }
         Desc::Host { file, .. } if waits => {
             let mut left = Gather::new(bufs);
             while !left.is_empty() {
@@ -341,6 +362,14 @@ impl<'a> Gather<'a> {
     }
 }
 
+fn flag(on: bool, bit: u16) -> u16 {
+    if on {
+        bit
+    } else {
+        0
+    }
+}
+
 fn fdstat(d: &Desc) -> (u8, u16, u64) {
     let no_seek = !(RIGHT_FD_SEEK | RIGHT_FD_TELL);
     let io_rights = |read: bool, write: bool| {
@@ -359,7 +388,7 @@ fn fdstat(d: &Desc) -> (u8, u16, u64) {
             read,
             write,
             tty,
-            ..
+            nonblock,
         } => {
             let ft = file
                 .metadata()
@@ -367,11 +396,12 @@ fn fdstat(d: &Desc) -> (u8, u16, u64) {
                 .unwrap_or(FILETYPE_UNKNOWN);
             // Streams: no seeking, no size to set.
             let rights = io_rights(*read, *write) & no_seek & !RIGHT_FD_FILESTAT_SET_SIZE;
+            let flags = flag(*nonblock, FDFLAG_NONBLOCK);
             if *tty {
                 // wasi-libc's isatty() wants a character device that cannot seek.
-                return (FILETYPE_CHARACTER_DEVICE, 0, rights);
+                return (FILETYPE_CHARACTER_DEVICE, flags, rights);
             }
-            (ft, 0, rights)
+            (ft, flags, rights)
         }
         Desc::Memory { input, output, .. } => (
             FILETYPE_UNKNOWN,
@@ -382,10 +412,11 @@ fn fdstat(d: &Desc) -> (u8, u16, u64) {
             read,
             write,
             append,
+            nonblock,
             ..
         } => (
             FILETYPE_REGULAR_FILE,
-            if *append { FDFLAG_APPEND } else { 0 },
+            flag(*append, FDFLAG_APPEND) | flag(*nonblock, FDFLAG_NONBLOCK),
             io_rights(*read, *write),
         ),
         Desc::Dir { .. } => (FILETYPE_DIRECTORY, 0, ALL_RIGHTS),
@@ -452,12 +483,24 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
         linker,
         "fd_fdstat_set_flags",
         |cx, mem, fd: u32, flags: u32| {
-            if let Desc::File { append, write, .. } = cx.fds.get_mut(fd)? {
-                let want = flags as u16 & FDFLAG_APPEND != 0;
-                if want && !*write {
-                    return Err(Errno::BADF.into());
+            let flags = flags as u16;
+            let want_nonblock = flags & FDFLAG_NONBLOCK != 0;
+            match cx.fds.get_mut(fd)? {
+                Desc::File {
+                    append,
+                    write,
+                    nonblock,
+                    ..
+                } => {
+                    let want = flags & FDFLAG_APPEND != 0;
+                    if want && !*write {
+                        return Err(Errno::BADF.into());
+                    }
+                    *append = want;
+                    *nonblock = want_nonblock;
                 }
-                *append = want;
+                Desc::Host { nonblock, .. } => *nonblock = want_nonblock,
+                _ => {}
             }
             Ok(())
         }
