@@ -483,10 +483,12 @@ fn run(a: RunArgs) -> ExitCode {
         if let Some(p) = &a.preinit {
             lock = lock.read(p);
         }
+        let t = std::time::Instant::now();
         match lock.apply_landlock() {
             Ok(r) => walls = Some(r),
             Err(e) => return fail(e.kind(), e),
         }
+        pynbox::runtime::timing("Landlock", t);
     }
     let runtime = match Runtime::new(cache_dir) {
         Ok(r) => r,
@@ -552,10 +554,12 @@ fn run(a: RunArgs) -> ExitCode {
     // Then the system calls, now that the program is loaded and nothing
     // more needs compiling.
     if let Some(report) = walls.as_mut() {
+        let t = std::time::Instant::now();
         match LockDown::apply_seccomp() {
             Ok(n) => report.seccomp_allowed = n,
             Err(e) => return fail(e.kind(), e),
         }
+        pynbox::runtime::timing("seccomp", t);
         if verbose {
             eprintln!("pynbox: os sandbox: {report}");
         }
