@@ -77,12 +77,42 @@ fn one_run(rt_program: &pynbox::Program, data: &std::path::Path, i: usize) {
     assert!(text(&r.stdout).contains("read /data/in.txt: ok hello"));
 }
 
-/// The two tests measure the whole test process: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Runs the ignored test `name` of this binary alone, in a child process,
+/// so that the descriptors, threads and memory it measures of "its own
+/// process" are its own and no other test's.
+fn alone_in_a_child(name: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    print!("{}", text(&out.stdout));
+    assert!(
+        out.status.success() && text(&out.stdout).contains("1 passed"),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
 
 #[test]
 fn library_thousand_runs_sequential_and_parallel() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    alone_in_a_child("library_runs");
+}
+
+#[test]
+fn cli_thousand_runs_sequential_and_parallel() {
+    alone_in_a_child("cli_runs");
+}
+
+#[test]
+#[ignore = "measures its own process: run alone by library_thousand_runs_sequential_and_parallel"]
+fn library_runs() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("in.txt"), "hello").unwrap();
     let rt = Runtime::new(Some(module_cache())).unwrap();
@@ -118,11 +148,12 @@ fn library_thousand_runs_sequential_and_parallel() {
 }
 
 #[test]
-fn cli_thousand_runs_sequential_and_parallel() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+#[ignore = "measures its own process: run alone by cli_thousand_runs_sequential_and_parallel"]
+fn cli_runs() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("in.txt"), "hello").unwrap();
-    let args: Vec<String> = [
+    let mut cmd = pynbox();
+    cmd.args([
         "run",
         "-m",
         &format!("{}:/data:rw", d.path().display()),
@@ -133,15 +164,12 @@ fn cli_thousand_runs_sequential_and_parallel() {
         "/data/out=x",
         "fdguess",
         "8",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let before = usage();
     let mut rss = Vec::new();
     for _ in 0..1000 {
-        let (st, maxrss) = run_cli_measured(&args);
-        assert!(st.success());
+        let (out, maxrss) = measured(&cmd);
+        assert_ok(&out);
         rss.push(maxrss);
     }
     let first: i64 = rss[..100].iter().max().copied().unwrap();
@@ -157,8 +185,8 @@ fn cli_thousand_runs_sequential_and_parallel() {
         for _ in 0..8 {
             s.spawn(|| {
                 for _ in 0..125 {
-                    let (st, maxrss) = run_cli_measured(&args);
-                    assert!(st.success());
+                    let (out, maxrss) = measured(&cmd);
+                    assert_ok(&out);
                     peaks.lock().unwrap().push(maxrss);
                 }
             });

@@ -255,12 +255,19 @@ fn in_process_sandboxes_from_the_snapshot_are_independent() {
             .mount(pynbox::MountSpec::parse(&format!("{}/root:/:ro", dest().display())).unwrap())
             .args([
                 "-c",
-                "import sys; sys.modules['json'].marker = 1; print(hash('x'))",
+                "import sys, random; sys.modules['json'].marker = 1; \
+                 print('decimal' in sys.modules); print(hash('x')); print(random.random())",
             ])
             .run()
             .unwrap();
         assert_eq!(r.status, pynbox::Status::Exited(0), "{}", text(&r.stderr));
-        assert!(seen.insert(r.stdout), "a hash repeated");
+        let out = text(&r.stdout);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "True", "not resumed from the snapshot");
+        // Each of the hash secret and the random state is the run's own.
+        for (kind, value) in [("hash", lines[1]), ("random", lines[2])] {
+            assert!(seen.insert(format!("{kind} {value}")), "a {kind} repeated");
+        }
     }
     let r = pynbox::Sandbox::new(&program)
         .mount(pynbox::MountSpec::parse(&format!("{}/root:/:ro", dest().display())).unwrap())

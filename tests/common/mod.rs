@@ -190,27 +190,6 @@ pub fn dest() -> PathBuf {
     .clone()
 }
 
-/// Runs `pynbox ARGS` to its end; its exit status and peak resident memory
-/// in KiB, from wait4(2).
-pub fn run_cli_measured(args: &[String]) -> (std::process::ExitStatus, i64) {
-    use std::os::unix::process::ExitStatusExt;
-    let child = pynbox()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    assert_eq!(r, pid);
-    // Reaped above: the Child must not wait again.
-    std::mem::forget(child);
-    (std::process::ExitStatus::from_raw(status), ru.ru_maxrss)
-}
-
 /// Spawns `cmd` with `r` as its descriptor 3 and `w` as its descriptor 4,
 /// as a parent shell would (`3<&r 4>&w`), and closes them here.
 pub fn spawn_with_fds_3_4(
