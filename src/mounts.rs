@@ -492,6 +492,13 @@ impl Namespace {
 }
 
 impl Namespace {
+    /// Whether another mount's directory, or one a mount point hides, lies
+    /// in mount `mount`'s host tree, so that a symlink there could lead to
+    /// it.
+    pub fn is_guarded(&self, mount: usize) -> bool {
+        !self.mounts[mount].guarded.is_empty()
+    }
+
     /// [`Namespace::confine`] for a directory already opened below mount
     /// `mount`: its own identity and its ancestors', with no race.
     pub fn confine_dir(&self, mount: usize, dir: &impl std::os::fd::AsFd) -> Result<(), Errno> {

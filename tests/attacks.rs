@@ -563,6 +563,13 @@ fn nested_read_only_mount_is_not_reached_through_symlinks() {
         ("read", "/w/hostlink/f", "error EPERM"),
         ("ls", "/w/hostlink", "error EPERM"),
         ("openat", "/w/s=../ro/f", "error EPERM"),
+        // A final link to a file of the read-only mount: read, never written.
+        ("symlink", "ro/f=/w/fl", "ok"),
+        ("write", "/w/fl=pwned", "error EPERM"),
+        ("append", "/w/fl=pwned", "error EPERM"),
+        ("truncate", "/w/fl", "error EPERM"),
+        ("utime", "/w/fl", "error EPERM"),
+        ("read", "/w/fl", "ok read-only"),
     ];
     let mut args = Vec::new();
     for (op, arg, _) in &ops {

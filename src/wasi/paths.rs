@@ -388,6 +388,18 @@ pub(super) fn path_open(
     // opening, so that the host's table is never the one that runs out.
     cx.fds.check_host_room()?;
     let (dir, p) = cx.host(mount, &rel, false)?;
+    // Where another mount's directory lies in this mount's host tree, a
+    // final symlink could lead into it, and a file has no parent to check
+    // once open: such a link is followed for reading only.
+    if follow
+        && (write || create || append)
+        && cx.ns.is_guarded(mount)
+        && dir
+            .symlink_metadata(&p)
+            .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(Errno::PERM.into());
+    }
 
     let mut opts = cap_std::fs::OpenOptions::new();
     opts.read(read || want_dir)
@@ -595,6 +607,15 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
             let m = time_spec(mtim as u64, fst, FST_MTIM, FST_MTIM_NOW)?;
             let (dir, p) = cx.host(mount, &rel, true)?;
             if flags & LOOKUP_SYMLINK_FOLLOW != 0 {
+                // As for opening: a final symlink in a guarded mount could
+                // lead into another mount's directory.
+                if cx.ns.is_guarded(mount)
+                    && dir
+                        .symlink_metadata(&p)
+                        .is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    return Err(Errno::PERM.into());
+                }
                 dir.set_times(p, a, m)?;
             } else {
                 dir.set_symlink_times(p, a, m)?;

@@ -550,10 +550,22 @@ pub(super) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
         |cx, mem, fd: u32, atim: i64, mtim: i64, flags: u32| {
             let flags = flags as u16;
             match cx.fds.get(fd)? {
-                Desc::File { file, target, .. } => {
+                Desc::File {
+                    file,
+                    target,
+                    write,
+                    ..
+                } => {
                     if let Target::Host { mount, .. } = target {
                         if !cx.ns.mounts[*mount].writable {
                             return Err(Errno::ROFS.into());
+                        }
+                        // A file opened for reading in a guarded mount may
+                        // have been reached through a link into another
+                        // mount: its times change only if it was opened
+                        // for writing, which no such link allows.
+                        if !*write && cx.ns.is_guarded(*mount) {
+                            return Err(Errno::PERM.into());
                         }
                     }
                     let a = std_time_spec(atim as u64, flags, FST_ATIM, FST_ATIM_NOW)?;
