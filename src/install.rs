@@ -629,9 +629,32 @@ pub type Log<'a> = &'a mut dyn FnMut(&str);
 /// Installs the runner (always) and `requests` (`NAME` or `NAME=VERSION`)
 /// with what they depend on.
 pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> Result<()> {
+    // A failed install leaves DEST as it was: a DEST it had to create is
+    // removed again, and an empty one emptied again. (One that held an
+    // install is protected by the staging and receipts below.)
+    let existed = dest_path.exists();
+    let was_empty = std::fs::read_dir(dest_path).is_ok_and(|mut d| d.next().is_none());
+    let r = install_into(dest_path, requests, repo, log);
+    if r.is_err() {
+        if !existed {
+            let _ = std::fs::remove_dir_all(dest_path);
+        } else if was_empty {
+            for e in std::fs::read_dir(dest_path).into_iter().flatten().flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() && !p.is_symlink() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    }
+    r
+}
+
+fn install_into(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> Result<()> {
     let dest = Dest::open(dest_path, true)?;
     dest.recover()?;
-    install_runner(&dest, log)?;
 
     let mut wanted: Vec<(String, Option<String>)> = Vec::new();
     for r in requests {
@@ -650,6 +673,7 @@ pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> 
     }
     if wanted.is_empty() {
         // `pynbox install DEST` alone refreshes what an install derives.
+        install_runner(&dest, log)?;
         return refresh_preinit(&dest, log);
     }
     let index = repo.index()?;
@@ -667,6 +691,8 @@ pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> 
             &dest,
         )?;
     }
+    // Only once every request is known to be installable.
+    install_runner(&dest, log)?;
     let downloads = dest.path().join(".downloads");
     for entry in &order {
         if let Some(r) = dest.receipt(&entry.name)? {

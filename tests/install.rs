@@ -1280,3 +1280,30 @@ fn an_install_killed_at_each_point_of_its_commit_recovers() {
         assert!(!dest.join(".staging").exists(), "{point}");
     }
 }
+
+/// A failed install leaves DEST as it was: not created when it did not
+/// exist, and with nothing added when it did.
+#[test]
+fn a_failed_install_leaves_dest_as_it_was() {
+    let repo = tempfile::tempdir().unwrap();
+    make_pkg(repo.path(), "p", "1", &[("p/a", b"a")], &[]);
+    let r = repo.path().display().to_string();
+    let d = tempfile::tempdir().unwrap();
+    let fresh = d.path().join("fresh");
+    let out = install(&fresh, &r, &["nosuchpackage"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("nosuchpackage"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!fresh.exists(), "a failed install created DEST");
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(!install(&empty, &r, &["nosuchpackage"]).status.success());
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "DEST changed"
+    );
+}
