@@ -1,8 +1,11 @@
 /* Runs a command and writes its wall time (ns) and peak resident memory
- * (KiB) to REPORT. A process's peak RSS on Linux includes what its parent
+ * (KiB) to REPORT, then ends as the command ended (its exit status, or
+ * the same signal). A process's peak RSS on Linux includes what its parent
  * had when it forked (the high-water mark survives exec), so a launcher
  * as small as this one is needed to measure a small process from a large
- * one such as bench/run.py.   launch REPORT CMD [ARGS...] */
+ * one such as bench/run.py or a test process (tests/common/measure.rs).
+ *   launch REPORT CMD [ARGS...] */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -40,5 +43,10 @@ main(int argc, char **argv)
     long long ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
     fprintf(f, "%lld %ld\n", ns, ru.ru_maxrss);
     fclose(f);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (WIFSIGNALED(status)) {
+        signal(WTERMSIG(status), SIG_DFL);
+        raise(WTERMSIG(status));
+        return 128 + WTERMSIG(status);
+    }
+    return WEXITSTATUS(status);
 }

@@ -13,28 +13,31 @@ fn cache() -> String {
         .unwrap_or_else(|_| format!("{}/.cache/pynbox", std::env::var("HOME").unwrap()))
 }
 
-/// Runs `fetch_debian_source ARGS` from recipes/lib.sh.
-fn fetch(args: &[&str]) -> std::process::Output {
+/// Runs `FUNCTION ARGS` from recipes/lib.sh, with its messages (which
+/// lib.sh sends to its log) added to stderr.
+fn lib_sh(function: &str, args: &[&str]) -> std::process::Output {
     let log = tempfile::NamedTempFile::new().unwrap();
     let script = format!(
-        "source \"$PYNBOX_RECIPES/lib.sh\"; fetch_debian_source {} >&3",
+        "source \"$PYNBOX_RECIPES/lib.sh\"; {function} {} >&3",
         args.iter()
             .map(|a| format!("'{a}'"))
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let out = Command::new("bash")
+    let mut out = Command::new("bash")
         .args(["-c", &script])
         .env("PYNBOX_RECIPES", repo().join("recipes"))
         .env("PYNBOX_CACHE", cache())
         .env("PYNBOX_LOG", log.path())
         .output()
         .unwrap();
-    let mut out = out;
-    // lib.sh sends messages to the log: show them with the output.
     out.stderr
         .extend(std::fs::read(log.path()).unwrap_or_default());
     out
+}
+
+fn fetch(args: &[&str]) -> std::process::Output {
+    lib_sh("fetch_debian_source", args)
 }
 
 /// The `add_source NAME SUITE PKG FILE SHA256 URL` pins of a recipe.
@@ -72,25 +75,8 @@ fn pinned_sources_match_their_hashes() {
     }
 }
 
-/// Runs `download_verified ARGS` from recipes/lib.sh.
 fn download_verified(args: &[&str]) -> std::process::Output {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let script = format!(
-        "source \"$PYNBOX_RECIPES/lib.sh\"; download_verified {}",
-        args.iter()
-            .map(|a| format!("'{a}'"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let mut out = Command::new("bash")
-        .args(["-c", &script])
-        .env("PYNBOX_RECIPES", repo().join("recipes"))
-        .env("PYNBOX_LOG", log.path())
-        .output()
-        .unwrap();
-    out.stderr
-        .extend(std::fs::read(log.path()).unwrap_or_default());
-    out
+    lib_sh("download_verified", args)
 }
 
 /// The check every fetch goes through, on a local file (no network): a

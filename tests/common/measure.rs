@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use super::repo;
 
-/// `tests/support/measure.c`, built once per test run with the host's C
-/// compiler.
+/// `bench/launch.c` (the benchmarks' launcher), built once per test run
+/// with the host's C compiler.
 fn measure_launcher() -> PathBuf {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
     EXE.get_or_init(|| {
@@ -17,10 +17,10 @@ fn measure_launcher() -> PathBuf {
         let st = Command::new("cc")
             .args(["-O2", "-o"])
             .arg(&exe)
-            .arg(repo().join("tests/support/measure.c"))
+            .arg(repo().join("bench/launch.c"))
             .status()
             .expect("running the host's C compiler (cc)");
-        assert!(st.success(), "compiling tests/support/measure.c failed");
+        assert!(st.success(), "compiling bench/launch.c failed");
         exe
     })
     .clone()
@@ -47,13 +47,15 @@ pub fn measured(cmd: &Command) -> (Output, i64) {
             m.env(k, v);
         }
     }
-    let status = m.status().expect("running tests/support/measure.c");
+    let status = m.status().expect("running bench/launch.c");
     let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap_or_default();
+    // "NANOSECONDS PEAK_KIB"
     let peak = String::from_utf8(read("report"))
         .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| {
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| {
             panic!(
                 "the launcher failed: {}",
                 String::from_utf8_lossy(&read("stderr"))
