@@ -70,6 +70,21 @@ fn install(dest: &Path, repo: &str, pkgs: &[&str]) -> std::process::Output {
     pynbox().args(&args).output().unwrap()
 }
 
+/// A repository holding `demo`, and a DEST with it installed: the healthy
+/// install that a failed one must leave alone.
+fn dest_with_demo_installed() -> (tempfile::TempDir, tempfile::TempDir, PathBuf) {
+    let repo = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let dest = d.path().join("dest");
+    make_pkg(repo.path(), "demo", "1", &[("demo/a", b"a")], &[]);
+    ok(&install(
+        &dest,
+        &repo.path().display().to_string(),
+        &["demo"],
+    ));
+    (repo, d, dest)
+}
+
 fn ok(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -488,16 +503,7 @@ fn hostile_archives_are_refused_and_dest_is_unchanged() {
         ("missing", manifest("a"), vec![], "missing from the archive"),
     ];
     for (label, m, entries, needle) in cases {
-        let repo = tempfile::tempdir().unwrap();
-        let d = tempfile::tempdir().unwrap();
-        let dest = d.path().join("dest");
-        // A healthy install first, which a failed one must leave alone.
-        make_pkg(repo.path(), "demo", "1", &[("demo/a", b"a")], &[]);
-        ok(&install(
-            &dest,
-            &repo.path().display().to_string(),
-            &["demo"],
-        ));
+        let (repo, _d, dest) = dest_with_demo_installed();
         let before = snapshot(&dest);
         let e: Vec<RawEntry> = entries
             .iter()
@@ -1157,15 +1163,7 @@ fn oversized_tar_headers_are_refused_within_bounded_memory() {
         ),
     ];
     for (label, head, zeros, needle) in cases {
-        let repo = tempfile::tempdir().unwrap();
-        let d = tempfile::tempdir().unwrap();
-        let dest = d.path().join("dest");
-        make_pkg(repo.path(), "demo", "1", &[("demo/a", b"a")], &[]);
-        ok(&install(
-            &dest,
-            &repo.path().display().to_string(),
-            &["demo"],
-        ));
+        let (repo, _d, dest) = dest_with_demo_installed();
         let before = snapshot(&dest);
         let a = bomb_archive(repo.path(), "evil", &head, zeros);
         assert!(std::fs::metadata(&a).unwrap().len() < 1 << 20);
