@@ -725,6 +725,7 @@ fn gathered_writes_do_not_copy_guest_memory_into_the_host() {
     ]);
     let (out, peak_kib) = measured(&cmd);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    println!("1 GiB written: host peak RSS {} MiB", peak_kib / 1024);
     assert!(
         peak_kib < (32 + HOST_OVERHEAD_MIB) * 1024,
         "host peak RSS {} MiB",
