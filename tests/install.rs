@@ -818,15 +818,7 @@ fn package_command_cannot_pass_options_to_run() {
     ];
     let evil = b"(module)";
     for (label, step) in cases {
-        let repo = tempfile::tempdir().unwrap();
-        let d = tempfile::tempdir().unwrap();
-        let dest = d.path().join("dest");
-        make_pkg(repo.path(), "demo", "1", &[("demo/a", b"a")], &[]);
-        ok(&install(
-            &dest,
-            &repo.path().display().to_string(),
-            &["demo"],
-        ));
+        let (repo, _d, dest) = dest_with_demo_installed();
         let before = snapshot(&dest);
         let m = serde_json::json!({
             "format": 1, "name": "evil", "version": "1",
