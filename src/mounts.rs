@@ -152,6 +152,10 @@ impl Target {
 /// The mounts of one sandbox.
 pub(crate) struct Namespace {
     pub mounts: Vec<Mount>,
+    /// When the namespace was made, in nanoseconds since the epoch: the
+    /// modification time a directory shows at least when mount points
+    /// appear in it (see [`Namespace::listing_mtime`]).
+    pub made: u64,
 }
 
 impl Namespace {
@@ -212,7 +216,10 @@ impl Namespace {
             });
         }
         guard_nested_trees(&mut mounts, specs);
-        Ok(Namespace { mounts })
+        let made = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(Namespace { mounts, made })
     }
 
     /// The guest's `/`, its only preopened directory: one preopen for the
@@ -492,6 +499,19 @@ impl Namespace {
 }
 
 impl Namespace {
+    /// The modification time directory `t` shows: its host's, but no older
+    /// than this namespace where mount points appear in its listing. A
+    /// mount adds names to a directory without touching the host's, and a
+    /// reader that caches listings by modification time (CPython's import
+    /// system, whose caches a pre-initialised interpreter brings from
+    /// install time) must see that the listing changed.
+    pub fn listing_mtime(&self, t: &Target, host_mtime: u64) -> u64 {
+        match t.guest_path() {
+            Some(g) if self.has_mounts_below(g) => host_mtime.max(self.made),
+            _ => host_mtime,
+        }
+    }
+
     /// Whether another mount's directory, or one a mount point hides, lies
     /// in mount `mount`'s host tree, so that a symlink there could lead to
     /// it.

@@ -276,3 +276,32 @@ fn in_process_sandboxes_from_the_snapshot_are_independent() {
         .unwrap();
     assert_eq!(text(&r.stdout).trim(), "False");
 }
+
+/// A mount below a directory that the snapshot's import system had already
+/// listed (its caches come from install time) is found: the directory
+/// shows a modification time no older than the run's mount table.
+#[test]
+fn a_package_mounted_into_the_standard_library_imports_from_a_resumed_run() {
+    let pkg = tempfile::tempdir().unwrap();
+    std::fs::write(pkg.path().join("__init__.py"), "X = 42\n").unwrap();
+    let out = pynbox()
+        .args(["run", "-m", &format!("{}/root:/:ro", dest().display())])
+        .arg("-m")
+        .arg(format!(
+            "{}:/python/lib/python3.13/mountedpkg:ro",
+            pkg.path().display()
+        ))
+        .arg("--cache-dir")
+        .arg(dest().join("cache"))
+        .arg("--guest-program")
+        .arg("--preinit")
+        .arg(dest().join(pynbox::preinit::INSTALL_PATH))
+        .args([
+            "python",
+            "-c",
+            &format!("{RESUMED}; import mountedpkg; print(mountedpkg.X)"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(ok_stdout(&out), "True\n42");
+}

@@ -159,6 +159,14 @@ impl WasiCtx {
     }
 
     pub(super) fn stat_target(&self, target: &Target, follow: bool) -> Sys<Filestat> {
+        let mut st = self.stat_host(target, follow)?;
+        if st.filetype == FILETYPE_DIRECTORY {
+            st.mtim = self.ns.listing_mtime(target, st.mtim);
+        }
+        Ok(st)
+    }
+
+    fn stat_host(&self, target: &Target, follow: bool) -> Sys<Filestat> {
         match target {
             Target::Virtual { .. } => Ok(virtual_dir_stat()),
             Target::Host { mount, rel, .. } => {
