@@ -671,17 +671,7 @@ impl Sandbox {
                     crate::wasi::fdtable::MAX_FDS
                 )));
             }
-            let tty = is_terminal(&file);
-            fds.insert_at(
-                n,
-                Desc::Host {
-                    file,
-                    read,
-                    write,
-                    tty,
-                    nonblock: false,
-                },
-            );
+            fds.insert_at(n, Desc::host(file, read, write));
         }
         let root = ns.root();
         fds.push(Desc::Dir {
@@ -825,7 +815,7 @@ fn run_guest(engine: &Engine, pre: &InstancePre<Guest>, guest: Guest) -> Result<
 
 fn input_desc(input: Input) -> Result<Desc, Error> {
     Ok(match input {
-        Input::Inherit => host_desc(inherit(0)?, true, false),
+        Input::Inherit => Desc::host(inherit(0)?, true, false),
         Input::Null => Desc::Memory {
             input: Some(Cursor::new(Vec::new())),
             output: None,
@@ -834,13 +824,13 @@ fn input_desc(input: Input) -> Result<Desc, Error> {
             input: Some(Cursor::new(b)),
             output: None,
         },
-        Input::File(f) => host_desc(f, true, false),
+        Input::File(f) => Desc::host(f, true, false),
     })
 }
 
 fn output_desc(output: Output, n: i32, buf: &Arc<Mutex<Vec<u8>>>) -> Result<Desc, Error> {
     Ok(match output {
-        Output::Inherit => host_desc(inherit(n)?, false, true),
+        Output::Inherit => Desc::host(inherit(n)?, false, true),
         Output::Null => Desc::Memory {
             input: None,
             output: Some(Sink::Discard),
@@ -849,24 +839,8 @@ fn output_desc(output: Output, n: i32, buf: &Arc<Mutex<Vec<u8>>>) -> Result<Desc
             input: None,
             output: Some(Sink::Buffer(buf.clone())),
         },
-        Output::File(f) => host_desc(f, false, true),
+        Output::File(f) => Desc::host(f, false, true),
     })
-}
-
-fn host_desc(file: File, read: bool, write: bool) -> Desc {
-    let tty = is_terminal(&file);
-    Desc::Host {
-        file,
-        read,
-        write,
-        tty,
-        nonblock: false,
-    }
-}
-
-fn is_terminal(f: &File) -> bool {
-    use std::io::IsTerminal;
-    f.is_terminal()
 }
 
 /// A new handle on the host's stdin (0), stdout (1) or stderr (2), so that

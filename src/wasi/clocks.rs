@@ -91,12 +91,9 @@ fn poll_oneoff(cx: &mut WasiCtx, mem: &mut [u8], inp: u32, out: u32, n: u32) -> 
         match cx.fds.get(s.fd) {
             Err(e) => ready.push((i, e.0)),
             #[cfg(unix)]
-            Ok(Desc::Host { file, tty, .. })
-                if {
-                    let is_file = file.metadata().map(|m| m.is_file()).unwrap_or(false);
-                    *tty || !is_file
-                } =>
-            {
+            Ok(Desc::Host {
+                file, stream: true, ..
+            }) => {
                 use std::os::fd::AsRawFd;
                 wait_on.push((
                     i,

@@ -29,6 +29,10 @@ pub(crate) enum Desc {
         read: bool,
         write: bool,
         tty: bool,
+        /// Not a regular file (a pipe, a terminal, a socket): a read or
+        /// write can wait, so it is polled against the deadline. Found once,
+        /// when the descriptor is given: every write to stdout asks.
+        stream: bool,
         /// The guest asked not to wait (`O_NONBLOCK`): a stream with
         /// nothing ready answers EAGAIN. (The host's own descriptor, shared
         /// with other processes, is never made non-blocking.)
@@ -81,6 +85,23 @@ pub(crate) struct FdTable {
 impl Default for FdTable {
     fn default() -> FdTable {
         FdTable::new(DEFAULT_MAX_OPEN_FILES)
+    }
+}
+
+impl Desc {
+    /// A host descriptor given to the guest, read and/or written.
+    pub fn host(file: File, read: bool, write: bool) -> Desc {
+        use std::io::IsTerminal;
+        let tty = file.is_terminal();
+        let stream = !file.metadata().is_ok_and(|m| m.is_file());
+        Desc::Host {
+            file,
+            read,
+            write,
+            tty,
+            stream,
+            nonblock: false,
+        }
     }
 }
 

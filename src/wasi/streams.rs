@@ -47,12 +47,6 @@ impl WasiCtx {
     }
 }
 
-/// Whether a host descriptor can make a call wait: anything but a regular
-/// file (a pipe, a terminal, a socket).
-fn can_wait(file: &File) -> bool {
-    !file.metadata().map(|m| m.is_file()).unwrap_or(false)
-}
-
 /// Waits until `file` is ready for `events` (POLLIN or POLLOUT), the
 /// deadline passes (the guest is stopped), or, with `now_only`, at once.
 /// Returns whether it is ready. Without a deadline nothing is polled: the
@@ -142,8 +136,8 @@ pub(super) fn fd_read_into(
 ) -> Sys<Option<usize>> {
     let (waits, nonblock) = match cx.fds.get(fd)? {
         Desc::Host {
-            file,
             read,
+            stream,
             nonblock,
             ..
         } => {
@@ -154,7 +148,7 @@ pub(super) fn fd_read_into(
             if at.is_some() {
                 return Err(Errno::SPIPE.into());
             }
-            (can_wait(file), *nonblock)
+            (*stream, *nonblock)
         }
         _ => (false, false),
     };
@@ -216,8 +210,8 @@ pub(super) fn fd_write_bufs(
     let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
     let (counted, waits, nonblock) = match cx.fds.get(fd)? {
         Desc::Host {
-            file,
             write,
+            stream,
             nonblock,
             ..
         } => {
@@ -230,7 +224,7 @@ pub(super) fn fd_write_bufs(
             if at.is_some() {
                 return Err(Errno::SPIPE.into());
             }
-            (true, can_wait(file), *nonblock)
+            (true, *stream, *nonblock)
         }
         Desc::Memory { output, .. } => {
             if output.is_none() {
@@ -389,6 +383,7 @@ fn fdstat(d: &Desc) -> (u8, u16, u64) {
             write,
             tty,
             nonblock,
+            ..
         } => {
             let ft = file
                 .metadata()
