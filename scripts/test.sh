@@ -43,6 +43,9 @@ PYNBOX_TEST_DEST=$dest cargo test --profile checked --locked --no-fail-fast \
     --lib --test attacks --test run --test limits_in_process --test fuzz_regressions \
     -- --test-threads=2
 
+say "CPython's regression suite inside the sandbox (minutes; scripts/regrtest.sh alone)"
+scripts/regrtest.sh
+
 say "fuzz (each target briefly; scripts/fuzz.sh SECONDS for longer)"
 scripts/fuzz.sh "${PYNBOX_FUZZ_SECONDS:-60}"
 

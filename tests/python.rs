@@ -152,6 +152,65 @@ fn interactive_prompt_on_a_terminal() {
     assert!(status.success());
 }
 
+#[test]
+fn continuation_prompts_come_before_the_lines_they_ask_for() {
+    // Typed as a user types: each line only once its prompt is on the
+    // terminal. A prompt written late (buffered until the end) makes a wait
+    // time out, and the transcript shows where.
+    let (mut master, slave) = openpty();
+    let mut child = bin_run()
+        .arg("python")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    set_nonblocking(&master);
+    let mut seen = Vec::new();
+    let mut wait_for = |master: &mut std::fs::File, want: &str, count: usize| {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while text(&seen).matches(want).count() < count {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no {want:?} (#{count}) on the terminal: {:?}",
+                text(&seen)
+            );
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        text(&seen)
+    };
+    wait_for(&mut master, ">>> ", 1);
+    master.write_all(b"def f():\n").unwrap();
+    wait_for(&mut master, "... ", 1);
+    master.write_all(b"    return 41 + 1\n").unwrap();
+    wait_for(&mut master, "... ", 2);
+    master.write_all(b"\n").unwrap();
+    wait_for(&mut master, ">>> ", 2);
+    master.write_all(b"f()\n").unwrap();
+    wait_for(&mut master, "42", 1);
+    master.write_all(b"exit()\n").unwrap();
+    let s = wait_for(&mut master, "exit()", 1);
+    assert!(child.wait().unwrap().success());
+    // Prompt, then the echo of what was typed at it, in that order.
+    let order = [
+        ">>> def f():",
+        "...     return 41 + 1",
+        "... \r\n>>> f()",
+        "42",
+    ];
+    let mut at = 0;
+    for want in order {
+        let i = s[at..]
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} not after byte {at} of {s:?}"));
+        at += i + want.len();
+    }
+}
+
 fn openpty() -> (std::fs::File, std::fs::File) {
     use std::os::fd::FromRawFd;
     let (mut m, mut s) = (0, 0);
