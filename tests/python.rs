@@ -109,15 +109,7 @@ fn script_from_stdin_and_binary_stdout() {
 
 #[test]
 fn interactive_prompt_on_a_terminal() {
-    // A pseudo-terminal as the guest's stdin and stdout, as a user's shell.
-    let (mut master, slave) = openpty();
-    let mut child = bin_run()
-        .arg("python")
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .spawn()
-        .unwrap();
+    let (mut master, mut child) = python_on_a_terminal();
     master.write_all(b"print(6 * 7)\nexit()\n").unwrap();
     let mut seen = Vec::new();
     let start = Instant::now();
@@ -157,14 +149,7 @@ fn continuation_prompts_come_before_the_lines_they_ask_for() {
     // Typed as a user types: each line only once its prompt is on the
     // terminal. A prompt written late (buffered until the end) makes a wait
     // time out, and the transcript shows where.
-    let (mut master, slave) = openpty();
-    let mut child = bin_run()
-        .arg("python")
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .spawn()
-        .unwrap();
+    let (mut master, mut child) = python_on_a_terminal();
     set_nonblocking(&master);
     let mut seen = Vec::new();
     let mut wait_for = |master: &mut std::fs::File, want: &str, count: usize| {
@@ -209,6 +194,20 @@ fn continuation_prompts_come_before_the_lines_they_ask_for() {
             .unwrap_or_else(|| panic!("{want:?} not after byte {at} of {s:?}"));
         at += i + want.len();
     }
+}
+
+/// `bin/run python` with a pseudo-terminal as its stdin, stdout and
+/// stderr, as a user's shell gives it; returns the terminal's other side.
+fn python_on_a_terminal() -> (std::fs::File, std::process::Child) {
+    let (master, slave) = openpty();
+    let child = bin_run()
+        .arg("python")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    (master, child)
 }
 
 fn openpty() -> (std::fs::File, std::fs::File) {
