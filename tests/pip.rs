@@ -27,6 +27,8 @@ struct IndexFile {
     yanked: bool,
     /// The sha256 the index claims (the real one unless a test lies).
     sha256: String,
+    /// Core metadata served beside the file (PEP 658), in JSON pages.
+    metadata: Option<Vec<u8>>,
 }
 
 impl IndexFile {
@@ -37,6 +39,7 @@ impl IndexFile {
             data,
             requires_python: None,
             yanked: false,
+            metadata: None,
         }
     }
 }
@@ -94,14 +97,12 @@ impl<'a> WheelSpec<'a> {
     fn build(&self) -> IndexFile {
         let di = format!("{}-{}.dist-info", self.name, self.version);
         let mut entries = self.files.clone();
-        entries.push((
-            format!("{di}/METADATA"),
-            format!(
-                "Metadata-Version: 2.1\nName: {}\nVersion: {}\n{}\nA description.\n",
-                self.name, self.version, self.meta
-            )
-            .into_bytes(),
-        ));
+        let metadata = format!(
+            "Metadata-Version: 2.1\nName: {}\nVersion: {}\n{}\nA description.\n",
+            self.name, self.version, self.meta
+        )
+        .into_bytes();
+        entries.push((format!("{di}/METADATA"), metadata.clone()));
         entries.push((
             format!("{di}/WHEEL"),
             b"Wheel-Version: 1.0\nGenerator: pynbox-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_vec(),
@@ -115,7 +116,10 @@ impl<'a> WheelSpec<'a> {
         }
         record.push_str(&format!("{di}/RECORD,,\n"));
         entries.push((format!("{di}/RECORD"), record.into_bytes()));
-        IndexFile::new(&self.filename(), zip_bytes(&entries))
+        IndexFile {
+            metadata: Some(metadata),
+            ..IndexFile::new(&self.filename(), zip_bytes(&entries))
+        }
     }
 }
 
@@ -137,6 +141,8 @@ type Files = Arc<Mutex<BTreeMap<String, Vec<IndexFile>>>>;
 struct Index {
     url: String,
     files: Files,
+    /// Wheels downloaded (not their metadata).
+    wheel_hits: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Index {
@@ -145,6 +151,8 @@ impl Index {
         let url = format!("http://{}/simple", listener.local_addr().unwrap());
         let files: Files = Default::default();
         let f2 = files.clone();
+        let wheel_hits: Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let hits = wheel_hits.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
@@ -158,6 +166,9 @@ impl Index {
                 }
                 let req = String::from_utf8_lossy(&req).to_string();
                 let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+                if path.ends_with(".whl") {
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 let (ctype, body) = respond(&f2.lock().unwrap(), &path, json);
                 let head = match &body {
                     Some(b) => format!(
@@ -172,7 +183,11 @@ impl Index {
                 }
             }
         });
-        Index { url, files }
+        Index {
+            url,
+            files,
+            wheel_hits,
+        }
     }
 
     fn add(&self, name: &str, f: IndexFile) {
@@ -195,6 +210,10 @@ fn respond(
     json: bool,
 ) -> (String, Option<Vec<u8>>) {
     if let Some(file) = path.strip_prefix("/files/") {
+        if let Some(wheel) = file.strip_suffix(".metadata") {
+            let f = files.values().flatten().find(|f| f.filename == wheel);
+            return ("text/plain".into(), f.and_then(|f| f.metadata.clone()));
+        }
         let f = files.values().flatten().find(|f| f.filename == file);
         return ("application/octet-stream".into(), f.map(|f| f.data.clone()));
     }
@@ -219,6 +238,9 @@ fn respond(
                 });
                 if let Some(r) = &f.requires_python {
                     v["requires-python"] = r.clone().into();
+                }
+                if let Some(m) = &f.metadata {
+                    v["core-metadata"] = serde_json::json!({"sha256": hex(&Sha256::digest(m))});
                 }
                 v
             })
@@ -505,6 +527,8 @@ fn a_conflict_is_explained() {
         snapshot(&dest) == before,
         "a failed resolution changed DEST"
     );
+    // The JSON index serves PEP 658 metadata: resolving fetched no wheel.
+    assert_eq!(idx.wheel_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[test]
@@ -622,6 +646,22 @@ fn hostile_wheels_are_refused_and_dest_is_unchanged() {
         assert_eq!(e.lines().count(), 1, "{e}");
         assert!(snapshot(&dest) == before, "DEST changed by {path}");
     }
+    // Two entries for one installed file.
+    let idx = Index::start(false);
+    let mut w = WheelSpec::new("lib", "1.0");
+    w.files.push((
+        "lib-1.0.data/purelib/lib/__init__.py".into(),
+        b"evil = 1\n".to_vec(),
+    ));
+    idx.wheel(&w);
+    let cache = tempfile::tempdir().unwrap();
+    let out = pip(
+        &dest,
+        cache.path(),
+        &["install", "lib", "--index-url", &idx.url],
+    );
+    fails_with(&out, "two entries would both install");
+    assert!(snapshot(&dest) == before, "DEST changed");
     // A file missing from RECORD, or with another hash there.
     let idx = Index::start(true);
     let di = "lib-1.0.dist-info";

@@ -580,7 +580,9 @@ fn unescape(s: &str) -> String {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
+        // A reference is short: look for its `;` among the next bytes
+        // (by byte, as a cut there could split a character).
+        let Some(semi) = rest.bytes().take(12).position(|b| b == b';') else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -677,6 +679,7 @@ mod tests {
         assert_eq!(files[1].sha256, None);
         assert_eq!(files[2].metadata_sha256.as_deref(), Some(sha.as_str()));
         assert_eq!(unescape("a&lt;b&#62;c&#x3D;&bogus;"), "a<b>c=&bogus;");
+        assert_eq!(unescape("&ééééééééé;"), "&ééééééééé;");
     }
 
     #[test]

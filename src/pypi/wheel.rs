@@ -19,8 +19,12 @@ use sha2::{Digest, Sha256};
 use super::target::normalize;
 use crate::packages::{check_path, FileEntry, PackageError, Result};
 
-/// The most entries a wheel may hold.
-const MAX_ENTRIES: usize = 100_000;
+/// The most entries a wheel may hold: what a zip without the zip64
+/// extension can.
+const MAX_ENTRIES: usize = 65_535;
+/// The largest central directory (the zip's list of entries, which the
+/// zip reader holds in memory): 65,535 entries with long names.
+const MAX_CENTRAL_DIRECTORY: u64 = 32 << 20;
 /// The most a wheel may unpack to.
 const MAX_UNPACKED: u64 = 2 << 30;
 /// The largest METADATA, RECORD, WHEEL or entry_points.txt read into memory.
@@ -80,9 +84,56 @@ pub fn parse_metadata(data: &[u8]) -> Result<Metadata> {
     Ok(m)
 }
 
+/// Checks a zip's end-of-central-directory record before the zip reader
+/// sees the file: the reader loads the whole list of entries into memory,
+/// so its size and count are bounded first. Wheels are at most
+/// [`super::index::MAX_WHEEL`], which never needs zip64: a zip64 record
+/// is refused.
+fn check_central_directory(f: &mut std::fs::File, label: &str) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let io = |e: std::io::Error| PackageError(format!("{label}: reading the wheel: {e}"));
+    let len = f.seek(SeekFrom::End(0)).map_err(io)?;
+    // The record is 22 bytes plus a comment of at most 65,535.
+    let tail_len = len.min(22 + 65_535);
+    f.seek(SeekFrom::Start(len - tail_len)).map_err(io)?;
+    let mut tail = vec![0u8; tail_len as usize];
+    f.read_exact(&mut tail).map_err(io)?;
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    let Some(at) = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+    else {
+        return err(format!(
+            "{label} is not a valid wheel (zip): no end of central directory"
+        ));
+    };
+    let u16_at = |o: usize| u16::from_le_bytes([tail[at + o], tail[at + o + 1]]);
+    let u32_at = |o: usize| {
+        u32::from_le_bytes([
+            tail[at + o],
+            tail[at + o + 1],
+            tail[at + o + 2],
+            tail[at + o + 3],
+        ])
+    };
+    let (entries, size, offset) = (u16_at(10), u32_at(12), u32_at(16));
+    if entries == u16::MAX || size == u32::MAX || offset == u32::MAX {
+        return err(format!(
+            "{label} is a zip64 file: wheels that large are refused"
+        ));
+    }
+    if u64::from(size) > MAX_CENTRAL_DIRECTORY || u64::from(size) + u64::from(offset) > len {
+        return err(format!(
+            "{label}: its zip directory is too large or points outside the file: refused"
+        ));
+    }
+    Ok(())
+}
+
 fn open_zip(path: &Path, label: &str) -> Result<zip::ZipArchive<std::fs::File>> {
-    let f = std::fs::File::open(path)
+    let mut f = std::fs::File::open(path)
         .map_err(|e| PackageError(format!("opening {}: {e}", path.display())))?;
+    check_central_directory(&mut f, label)?;
     let z = zip::ZipArchive::new(f)
         .map_err(|e| PackageError(format!("{label} is not a valid wheel (zip): {e}")))?;
     if z.len() > MAX_ENTRIES {
@@ -368,6 +419,12 @@ pub fn stage(
     let mut skipped = Vec::new();
     let mut seen = BTreeSet::new();
     let mut new_record = String::new();
+    let mut destinations: BTreeSet<String> = [
+        format!("{SITE_PACKAGES}/{di}/RECORD"),
+        format!("{SITE_PACKAGES}/{di}/INSTALLER"),
+        format!("{SITE_PACKAGES}/{di}/REQUESTED"),
+    ]
+    .into();
     let own = [
         format!("{di}/RECORD"),
         format!("{di}/INSTALLER"),
@@ -417,6 +474,13 @@ pub fn stage(
         };
         check_path(&to)
             .map_err(|_| PackageError(format!("{label}: unsafe path '{entry}': refused")))?;
+        // Two entries must not land on one file (`x.py` and
+        // `.data/purelib/x.py`, or pynbox's own dist-info files).
+        if !destinations.insert(to.clone()) {
+            return err(format!(
+                "{label}: two entries would both install {to}: refused"
+            ));
+        }
         let mut e = z
             .by_index(i)
             .map_err(|e| PackageError(format!("{label}: reading '{entry}': {e}")))?;
