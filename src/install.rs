@@ -72,7 +72,11 @@ impl Repo {
             .parse()
             .map_err(|e| PackageError(format!("'{url}' is not a valid URL: {e}")))?;
         let host = uri.host().unwrap_or_default();
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if let Some(roots) = root_certs() {
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        let config = config
             .timeout_connect(Some(Duration::from_secs(20)))
             .timeout_recv_body(Some(Duration::from_secs(60)))
             .http_status_as_error(false);
@@ -192,6 +196,25 @@ impl Repo {
         }
         Ok(path)
     }
+}
+
+/// The certificate authorities of `SSL_CERT_FILE` (a PEM bundle), when
+/// it is set, as curl, pip and git honour it: networks that inspect TLS
+/// with an authority of their own set it. Otherwise the web PKI roots
+/// built into pynbox.
+fn root_certs() -> Option<ureq::tls::RootCerts> {
+    let path = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty())?;
+    let mut pem = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(16 << 20).read_to_end(&mut pem))
+        .ok()?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    (!certs.is_empty()).then(|| ureq::tls::RootCerts::new_with_certs(&certs))
 }
 
 /// Whether `host` (as a URL gives it) is a loopback address: 127.0.0.0/8,

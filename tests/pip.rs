@@ -804,3 +804,42 @@ fn plain_http_index_is_refused_unless_loopback_or_allowed() {
     let e = fails_with(&out, "is not a valid requirement");
     assert_eq!(e.lines().count(), 1, "{e}");
 }
+
+/// The python package brings tzdata into site-packages (for zoneinfo): a
+/// requirement on it is met by that copy, never by the index's.
+#[test]
+fn distributions_of_our_own_packages_satisfy_requirements() {
+    let idx = Index::start(true);
+    let mut w = WheelSpec::new("needs_tz", "1.0");
+    w.meta = "Requires-Dist: tzdata>=2020.1";
+    idx.wheel(&w);
+    idx.wheel(&WheelSpec::new("tzdata", "2099.1"));
+    let (_d, dest) = fresh_dest();
+    let cache = tempfile::tempdir().unwrap();
+    let tz = dest.join(SITE).join("tzdata/__init__.py");
+    let before = std::fs::read(&tz).unwrap();
+    let out = pip(
+        &dest,
+        cache.path(),
+        &["install", "needs-tz", "--index-url", &idx.url],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        text(&pip(&dest, cache.path(), &["freeze"]).stdout),
+        "needs-tz==1.0\n"
+    );
+    assert_eq!(std::fs::read(&tz).unwrap(), before);
+    let e = fails_with(
+        &pip(
+            &dest,
+            cache.path(),
+            &["install", "tzdata>=2099", "--index-url", &idx.url],
+        ),
+        "is part of pynbox's package python",
+    );
+    assert_eq!(
+        e.lines().filter(|l| l.starts_with("pynbox:")).count(),
+        1,
+        "{e}"
+    );
+}

@@ -110,6 +110,53 @@ fn parse_req(line: &str, origin: &str) -> Result<Req> {
     })
 }
 
+/// Distributions in site-packages that belong to pynbox's own packages
+/// (not to `pypi-` receipts): each `*.dist-info` of theirs, and each
+/// top-level package without one whose `__init__.py` gives a PEP 440
+/// `__version__` (the python package's tzdata). Requirements on them are
+/// met by what is there: an index's copy would overwrite our files.
+fn provided(dest: &Dest) -> Result<HashMap<String, (Version, String)>> {
+    let prefix = format!("root/{}/", wheel::SITE_PACKAGES);
+    let mut out = HashMap::new();
+    for r in dest.receipts()? {
+        if r.pypi.is_some() {
+            continue;
+        }
+        let tops: BTreeSet<&str> = r
+            .files
+            .iter()
+            .filter_map(|f| f.path.strip_prefix(&prefix))
+            .filter_map(|p| p.split_once('/').map(|(top, _)| top))
+            .collect();
+        for top in tops {
+            let read = |file: &str| -> Option<String> {
+                use std::io::Read;
+                let f = dest.dir.open(format!("{prefix}{top}/{file}")).ok()?;
+                let mut text = String::new();
+                f.into_std().take(1 << 16).read_to_string(&mut text).ok()?;
+                Some(text)
+            };
+            let found = if top.ends_with(".dist-info") {
+                read("METADATA")
+                    .and_then(|m| wheel::parse_metadata(m.as_bytes()).ok())
+                    .map(|m| (normalize(&m.name), m.version))
+            } else {
+                read("__init__.py").and_then(|init| {
+                    let line = init.lines().find(|l| l.starts_with("__version__"))?;
+                    let v = line.split(['"', '\'']).nth(1)?;
+                    Some((normalize(top), v.to_string()))
+                })
+            };
+            if let Some((name, v)) = found {
+                if let Ok(v) = v.parse::<Version>() {
+                    out.entry(name).or_insert((v, r.name.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// What requirement files add to the command line.
 #[derive(Default)]
 struct FromFiles {
@@ -360,7 +407,14 @@ pub fn install(dest_path: &Path, opts: &Options, log: Log) -> Result<()> {
             })
             .collect()
     };
+    let provided = provided(&dest)?;
+    for (n, (v, owner)) in &provided {
+        if reqs.iter().any(|r| r.name.to_string() == *n) {
+            log(&format!("{n} {v} is part of pynbox's package {owner}"));
+        }
+    }
     let policy = Policy {
+        provided,
         pre: opts.pre || files.pre,
         no_deps: opts.no_deps,
         offline: no_index,

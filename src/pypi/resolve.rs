@@ -67,6 +67,10 @@ pub struct Policy {
     pub constraints: HashMap<String, Ranges<Version>>,
     /// Installed versions, kept when they still fit (no `--upgrade`).
     pub preferences: HashMap<String, Version>,
+    /// Distributions that pynbox's own packages put into site-packages
+    /// (the python package's tzdata): (version, package). They satisfy
+    /// requirements at that version and are never installed from an index.
+    pub provided: HashMap<String, (Version, String)>,
     /// `--hash` options of requirement files: the only files allowed.
     pub hashes: HashMap<String, HashSet<String>>,
 }
@@ -266,6 +270,12 @@ impl<'a> Resolver<'a> {
                     }
                 }
             }
+            Pkg::Dist(name) | Pkg::Extra(name, _) if self.policy.provided.contains_key(name) => {
+                // What our own package brings needs nothing from an index.
+                if let Pkg::Extra(..) = pkg {
+                    deps.push((Pkg::Dist(name.clone()), Ranges::singleton(v.clone())));
+                }
+            }
             Pkg::Dist(name) | Pkg::Extra(name, _) => {
                 let releases = self.releases(name)?;
                 let Some(rel) = releases.iter().find(|r| &r.version == v) else {
@@ -312,6 +322,18 @@ impl<'a> Resolver<'a> {
     /// one, or because the range holds nothing else, as pip does); an
     /// installed version is kept when it fits.
     fn choose(&self, name: &str, range: &Ranges<Version>) -> Result<Option<Version>> {
+        if let Some((v, owner)) = self.policy.provided.get(name) {
+            if range.contains(v) {
+                return Ok(Some(v.clone()));
+            }
+            self.unusable
+                .borrow_mut()
+                .entry(name.to_string())
+                .or_insert(format!(
+                "is part of pynbox's package {owner} (version {v}), outside the range asked for"
+            ));
+            return Ok(None);
+        }
         let releases = self.releases(name)?;
         let pinned = self.pinned.borrow();
         let pins = pinned.get(name);
@@ -451,6 +473,9 @@ impl<'a> Resolver<'a> {
         let mut out = Vec::new();
         for (p, v) in solution.iter() {
             let Pkg::Dist(name) = p else { continue };
+            if self.policy.provided.contains_key(name) {
+                continue;
+            }
             let releases = self.releases(name)?;
             let rel = releases
                 .iter()
