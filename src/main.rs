@@ -153,6 +153,10 @@ enum PipCmd {
         /// Consider pre-releases and development versions.
         #[arg(long)]
         pre: bool,
+        /// Require ==VERSION and --hash=sha256:... (in -r files) for every
+        /// distribution, dependencies too.
+        #[arg(long)]
+        require_hashes: bool,
     },
     /// Remove distributions installed from an index (exactly their files).
     Uninstall {
@@ -409,6 +413,7 @@ fn pip(a: PipArgs) -> ExitCode {
             no_deps,
             upgrade,
             pre,
+            require_hashes,
         } => {
             let opts = pynbox::pypi::Options {
                 requirements,
@@ -423,6 +428,7 @@ fn pip(a: PipArgs) -> ExitCode {
                 pre,
                 allow_insecure_http: index.allow_insecure_http,
                 no_preinit: index.no_preinit,
+                require_hashes,
             };
             pynbox::pypi::install(dest, &opts, &mut log)
         }

@@ -721,7 +721,10 @@ fn sdist_only_dependencies_are_refused_naming_the_chain() {
         e.contains("your request -> top 1.0 -> middle 2.0 -> native"),
         "{e}"
     );
-    assert!(e.contains("native-1.0.tar.gz"), "{e}");
+    assert!(
+        e.contains("native 1.0 offers only native-1.0.tar.gz and 1 wheel for other platforms"),
+        "{e}"
+    );
     let out = pip(
         &dest,
         cache.path(),
@@ -842,4 +845,99 @@ fn distributions_of_our_own_packages_satisfy_requirements() {
         1,
         "{e}"
     );
+}
+
+/// Hash-checking mode, as pip's: every distribution pinned and hashed.
+#[test]
+fn hash_checking_mode_needs_every_distribution_pinned_and_hashed() {
+    let idx = Index::start(true);
+    let mut lib = WheelSpec::new("lib", "1.0");
+    lib.meta = "Requires-Dist: dep";
+    let lib = lib.build();
+    let dep = WheelSpec::new("dep", "1.0").build();
+    let (lib_sha, dep_sha) = (lib.sha256.clone(), dep.sha256.clone());
+    idx.add("lib", lib);
+    idx.add("dep", dep);
+    let (d, dest) = fresh_dest();
+    let cache = tempfile::tempdir().unwrap();
+    let req = d.path().join("requirements.txt");
+    let install = |content: &str| {
+        std::fs::write(&req, content).unwrap();
+        let r = req.display().to_string();
+        pip(
+            &dest,
+            cache.path(),
+            &["install", "-r", &r, "--index-url", &idx.url],
+        )
+    };
+    let e = fails_with(
+        &install(&format!("lib==1.0 --hash=sha256:{lib_sha}\n")),
+        "dep 1.0 has no --hash",
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+    fails_with(
+        &install(&format!(
+            "lib==1.0 --hash=sha256:{dep_sha}\ndep==1.0 --hash=sha256:{dep_sha}\n"
+        )),
+        "offers no file with a sha256 that --hash allows",
+    );
+    fails_with(
+        &install(&format!("lib --hash=sha256:{lib_sha}\n")),
+        "needs ==VERSION and --hash",
+    );
+    fails_with(
+        &pip(
+            &dest,
+            cache.path(),
+            &[
+                "install",
+                "--require-hashes",
+                "lib==1.0",
+                "--index-url",
+                &idx.url,
+            ],
+        ),
+        "needs ==VERSION and --hash",
+    );
+    assert_eq!(text(&pip(&dest, cache.path(), &["freeze"]).stdout), "");
+    assert_ok(&install(&format!(
+        "lib==1.0 \\\n    --hash=sha256:{lib_sha}\ndep==1.0 --hash=sha256:{dep_sha}\n"
+    )));
+    assert_eq!(
+        text(&pip(&dest, cache.path(), &["freeze"]).stdout),
+        "dep==1.0\nlib==1.0\n"
+    );
+}
+
+/// The real PyPI, when the network allows: `cargo test --release --test
+/// pip -- --ignored` (TLS-inspecting networks: set SSL_CERT_FILE).
+#[test]
+#[ignore = "needs the internet (pypi.org)"]
+fn real_pypi_requests_attrs_dateutil() {
+    let (_d, dest) = fresh_dest();
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = pynbox();
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        c.env("SSL_CERT_FILE", f);
+    }
+    let out = c
+        .env("PYNBOX_PYPI_CACHE", cache.path())
+        .args(["pip", "--dest"])
+        .arg(&dest)
+        .args([
+            "install",
+            "requests",
+            "attrs",
+            "python-dateutil",
+            "--no-preinit",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let out = run_py(
+        &dest,
+        "import requests, attrs, dateutil.parser; print(dateutil.parser.parse('2024-02-03').month)",
+    );
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout).trim(), "2");
 }

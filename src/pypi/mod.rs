@@ -62,6 +62,9 @@ pub struct Options {
     pub upgrade: bool,
     pub pre: bool,
     pub allow_insecure_http: bool,
+    /// Every distribution must be pinned with `==` and given `--hash`es
+    /// (on by itself when a requirement file gives any `--hash`, as in pip).
+    pub require_hashes: bool,
     /// Do not make the pre-initialised python again after the change (it
     /// takes about 20 s); the stale one is removed instead.
     pub no_preinit: bool,
@@ -422,8 +425,36 @@ pub fn install(dest_path: &Path, opts: &Options, log: Log) -> Result<()> {
         preferences,
         hashes: files.hashes,
     };
+    let hash_mode = opts.require_hashes || !policy.hashes.is_empty();
+    if hash_mode {
+        for r in &reqs {
+            let pinned = match &r.version_or_url {
+                Some(VersionOrUrl::VersionSpecifier(s)) => s.iter().any(|s| {
+                    matches!(
+                        s.operator(),
+                        pep508_rs::pep440_rs::Operator::Equal
+                            | pep508_rs::pep440_rs::Operator::ExactEqual
+                    )
+                }),
+                _ => false,
+            };
+            if !pinned || !policy.hashes.contains_key(&r.name.to_string()) {
+                return err(format!(
+                    "'{r}': in hash-checking mode (--require-hashes, or any --hash in a requirement file) every requirement needs ==VERSION and --hash=sha256:..., as pip requires"
+                ));
+            }
+        }
+    }
     let requested: BTreeSet<String> = reqs.iter().map(|r| r.name.to_string()).collect();
     let chosen = Resolver::new(&sources, &target, &policy, reqs).resolve()?;
+    if hash_mode {
+        if let Some(c) = chosen.iter().find(|c| !policy.hashes.contains_key(&c.name)) {
+            return err(format!(
+                "{} {} has no --hash: in hash-checking mode every distribution, dependencies too, needs one (pip freeze prints the set to pin)",
+                c.name, c.version
+            ));
+        }
+    }
     apply(
         &dest,
         &sources,

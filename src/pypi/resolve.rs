@@ -93,11 +93,15 @@ pub struct Resolver<'a> {
     releases: RefCell<HashMap<String, Rc<Vec<Release>>>>,
     metadata: RefCell<HashMap<(String, Version), Rc<Metadata>>>,
     /// Why a distribution has nothing installable in the asked range.
-    unusable: RefCell<HashMap<String, String>>,
+    /// In the order found: the first is the cause (an older release of
+    /// what required it, tried when backtracking, is found later).
+    unusable: RefCell<Vec<(String, String)>>,
     /// Who first required a distribution, for the requirement chain.
     parents: RefCell<HashMap<String, (Pkg, Version)>>,
     allow_pre: RefCell<HashSet<String>>,
     pinned: RefCell<HashMap<String, HashSet<Version>>>,
+    /// Distributions whose every file was left out by `--hash`.
+    hash_filtered: RefCell<HashSet<String>>,
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
@@ -122,6 +126,7 @@ impl<'a> Resolver<'a> {
             parents: Default::default(),
             allow_pre: Default::default(),
             pinned: Default::default(),
+            hash_filtered: Default::default(),
         }
     }
 
@@ -148,6 +153,7 @@ impl<'a> Resolver<'a> {
                 continue;
             }
             if allowed.is_some_and(|a| !f.sha256.as_ref().is_some_and(|h| a.contains(h))) {
+                self.hash_filtered.borrow_mut().insert(name.to_string());
                 continue;
             }
             let rel = by_version
@@ -326,12 +332,10 @@ impl<'a> Resolver<'a> {
             if range.contains(v) {
                 return Ok(Some(v.clone()));
             }
-            self.unusable
-                .borrow_mut()
-                .entry(name.to_string())
-                .or_insert(format!(
-                "is part of pynbox's package {owner} (version {v}), outside the range asked for"
-            ));
+            self.mark_unusable(
+                name,
+                format!("is part of pynbox's package {owner} (version {v}), outside the range asked for"),
+            );
             return Ok(None);
         }
         let releases = self.releases(name)?;
@@ -362,7 +366,9 @@ impl<'a> Resolver<'a> {
                 .iter()
                 .filter(|r| range.contains(&r.version))
                 .collect();
-            let why = if releases.is_empty() {
+            let why = if releases.is_empty() && self.hash_filtered.borrow().contains(name) {
+                Some("offers no file with a sha256 that --hash allows".to_string())
+            } else if releases.is_empty() {
                 let mut places: Vec<String> = self.sources.indexes.clone();
                 places.extend(
                     self.sources
@@ -379,27 +385,45 @@ impl<'a> Resolver<'a> {
                     }
                 ))
             } else if !in_range.is_empty() && in_range.iter().all(|r| r.wheel.is_none()) {
-                let files: Vec<&str> = in_range
+                // What the newest release in the range offers instead:
+                // its sdist by name, its platform wheels counted.
+                let newest = in_range.last().expect("in_range is not empty");
+                let sdists: Vec<&str> = newest
+                    .others
                     .iter()
-                    .rev()
-                    .flat_map(|r| r.others.iter().map(String::as_str))
-                    .take(3)
+                    .filter(|f| !f.ends_with(".whl"))
+                    .map(String::as_str)
                     .collect();
+                let wheels = newest.others.len() - sdists.len();
+                let mut offered = sdists.join(", ");
+                if wheels > 0 {
+                    if !offered.is_empty() {
+                        offered.push_str(" and ");
+                    }
+                    offered.push_str(&format!(
+                        "{wheels} wheel{} for other platforms",
+                        if wheels == 1 { "" } else { "s" }
+                    ));
+                }
                 Some(format!(
-                    "has no pure-Python wheel (py3-none-any) in the range asked for, only {}; building from source distributions is not supported yet",
-                    files.join(", ")
+                    "has no pure-Python wheel (py3-none-any) in the range asked for: {name} {} offers only {offered}; building from source distributions is not supported yet",
+                    newest.version
                 ))
             } else {
                 None
             };
             if let Some(why) = why {
-                self.unusable
-                    .borrow_mut()
-                    .entry(name.to_string())
-                    .or_insert(why);
+                self.mark_unusable(name, why);
             }
         }
         Ok(pick.map(|r| r.version.clone()))
+    }
+
+    fn mark_unusable(&self, name: &str, why: String) {
+        let mut u = self.unusable.borrow_mut();
+        if !u.iter().any(|(n, _)| n == name) {
+            u.push((name.to_string(), why));
+        }
     }
 
     /// "your request -> a 1.0 -> b 2.0 -> NAME".
@@ -433,17 +457,14 @@ impl<'a> Resolver<'a> {
             Err(PubGrubError::NoSolution(mut tree)) => {
                 let involved = tree.packages();
                 let unusable = self.unusable.borrow();
-                let mut names: Vec<&String> = unusable.keys().collect();
-                names.sort();
-                for name in names {
+                for (name, why) in unusable.iter() {
                     if involved.contains(&Pkg::Dist(name.clone()))
                         || involved
                             .iter()
                             .any(|p| matches!(p, Pkg::Extra(n, _) if n == name))
                     {
                         return err(format!(
-                            "cannot install {name}: it {} (required by {})",
-                            unusable[name],
+                            "cannot install {name}: it {why} (required by {})",
                             self.chain(name)
                         ));
                     }
