@@ -128,6 +128,9 @@ struct IndexArgs {
     /// takes about 20 s): runs start without it until `pynbox install DEST`.
     #[arg(long)]
     no_preinit: bool,
+    /// Do not compile .pyc files at install (inside the sandbox).
+    #[arg(long)]
+    no_compile: bool,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +184,9 @@ enum PipCmd {
         /// Do not make the pre-initialised python again (see install --help).
         #[arg(long)]
         no_preinit: bool,
+        /// Do not compile .pyc files at install (inside the sandbox).
+        #[arg(long)]
+        no_compile: bool,
     },
     /// List the distributions installed from indexes.
     List,
@@ -428,6 +434,7 @@ fn pip(a: PipArgs) -> ExitCode {
                 pre,
                 allow_insecure_http: index.allow_insecure_http,
                 no_preinit: index.no_preinit,
+                no_compile: index.no_compile,
                 require_hashes,
             };
             pynbox::pypi::install(dest, &opts, &mut log)
@@ -442,12 +449,16 @@ fn pip(a: PipArgs) -> ExitCode {
             no_index,
             allow_insecure_http,
             no_preinit,
+            no_compile,
         } => pynbox::pypi::sync(
             dest,
             &lock,
             no_index,
             allow_insecure_http,
-            no_preinit,
+            pynbox::pypi::Flags {
+                no_preinit,
+                no_compile,
+            },
             &mut log,
         ),
         PipCmd::List => pynbox::pypi::list(dest).map(|l| {

@@ -401,6 +401,8 @@ fn install_with_markers_extras_console_script_then_uninstall_exactly() {
         !site.join("winonly").exists(),
         "a win32-only dependency was installed"
     );
+    // Compiled inside the sandbox at install, and recorded in the receipt.
+    assert!(site.join("app/__pycache__/cli.cpython-313.pyc").is_file());
     assert_eq!(
         std::fs::read_to_string(site.join("app-1.0.dist-info/INSTALLER")).unwrap(),
         "pynbox\n"

@@ -16,6 +16,7 @@
 
 pub mod index;
 pub mod lock;
+pub mod pyc;
 pub mod resolve;
 pub mod target;
 pub mod wheel;
@@ -68,6 +69,24 @@ pub struct Options {
     /// Do not make the pre-initialised python again after the change (it
     /// takes about 20 s); the stale one is removed instead.
     pub no_preinit: bool,
+    /// Do not compile `.pyc` files at install (pip's `--no-compile`).
+    pub no_compile: bool,
+}
+
+/// What an install does besides placing files.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flags {
+    pub no_preinit: bool,
+    pub no_compile: bool,
+}
+
+impl Options {
+    fn flags(&self) -> Flags {
+        Flags {
+            no_preinit: self.no_preinit,
+            no_compile: self.no_compile,
+        }
+    }
 }
 
 fn receipt_name(dist: &str) -> Result<String> {
@@ -375,7 +394,7 @@ pub fn install(dest_path: &Path, opts: &Options, log: Log) -> Result<()> {
             &sources,
             no_index,
             false,
-            opts.no_preinit,
+            opts.flags(),
             log,
         );
     }
@@ -459,7 +478,7 @@ pub fn install(dest_path: &Path, opts: &Options, log: Log) -> Result<()> {
         &dest,
         &sources,
         no_index,
-        opts.no_preinit,
+        opts.flags(),
         chosen,
         &requested,
         &[],
@@ -477,7 +496,7 @@ fn install_lock(
     sources: &Sources,
     offline: bool,
     exact: bool,
-    no_preinit: bool,
+    flags: Flags,
     log: Log,
 ) -> Result<()> {
     let lock = lock::read(path)?;
@@ -569,7 +588,7 @@ fn install_lock(
         Vec::new()
     };
     apply(
-        dest, sources, offline, no_preinit, chosen, &requested, &remove, log,
+        dest, sources, offline, flags, chosen, &requested, &remove, log,
     )
 }
 
@@ -580,7 +599,7 @@ pub fn sync(
     lock_path: &Path,
     no_index: bool,
     allow_insecure_http: bool,
-    no_preinit: bool,
+    flags: Flags,
     log: Log,
 ) -> Result<()> {
     let (dest, target) = open(dest_path)?;
@@ -590,7 +609,7 @@ pub fn sync(
         allow_insecure_http,
     };
     install_lock(
-        &dest, &target, lock_path, &sources, no_index, true, no_preinit, log,
+        &dest, &target, lock_path, &sources, no_index, true, flags, log,
     )
 }
 
@@ -618,7 +637,7 @@ fn apply(
     dest: &Dest,
     sources: &Sources,
     offline: bool,
-    no_preinit: bool,
+    flags: Flags,
     chosen: Vec<Chosen>,
     requested: &BTreeSet<String>,
     remove: &[String],
@@ -643,7 +662,7 @@ fn apply(
         todo.push((rname, c));
     }
     if todo.is_empty() && remove.is_empty() {
-        return finish(dest, no_preinit, log);
+        return finish(dest, flags.no_preinit, log);
     }
     let mut paths = Vec::new();
     for (_, c) in &todo {
@@ -665,11 +684,12 @@ fn apply(
         &previous,
         requested,
         remove,
+        flags,
         log,
     );
     cleanup();
     r?;
-    finish(dest, no_preinit, log)
+    finish(dest, flags.no_preinit, log)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -681,6 +701,7 @@ fn stage_and_commit(
     previous: &BTreeMap<String, Receipt>,
     requested: &BTreeSet<String>,
     remove: &[String],
+    flags: Flags,
     log: Log,
 ) -> Result<()> {
     dest.dir
@@ -715,6 +736,7 @@ fn stage_and_commit(
                 c.wheel.filename
             ));
         }
+        let staged: Vec<String> = s.files.iter().map(|(_, rel)| rel.clone()).collect();
         let mut files: Vec<(FileEntry, StagedFrom)> = s
             .files
             .into_iter()
@@ -731,7 +753,7 @@ fn stage_and_commit(
                 StagedFrom::Bytes(script, true),
             ));
         }
-        staged_all.push((rname.clone(), c, files, was_requested, path));
+        staged_all.push((rname.clone(), c, files, was_requested, path, sub, staged));
     }
     // Every file must be new or the distribution's own: checked for all
     // distributions before the first one is committed.
@@ -749,7 +771,7 @@ fn stage_and_commit(
         }
     }
     let mut new_paths: BTreeMap<&str, &str> = BTreeMap::new();
-    for (rname, c, files, _, _) in &staged_all {
+    for (rname, c, files, ..) in &staged_all {
         for (f, _) in files {
             if let Some(owner) = owners.get(&f.path) {
                 return err(format!(
@@ -765,11 +787,48 @@ fn stage_and_commit(
             }
         }
     }
+    // `.pyc` files, once every wheel is known good: loading the interpreter
+    // may write DEST's machine-code cache. A failure costs only speed
+    // (imports then compile in memory), so it is a warning.
+    let compiler = if flags.no_compile {
+        None
+    } else {
+        pyc::Compiler::new(dest)
+            .inspect_err(|e| log(&format!("warning: no .pyc files are compiled: {e}")))
+            .ok()
+    };
+    for (_, c, files, _, _, sub, staged) in staged_all.iter_mut() {
+        let Some(compiler) = &compiler else { break };
+        let stage = dest.path().join(&*sub);
+        let pycs = match compiler.compile(&stage, staged) {
+            Ok(p) => p,
+            Err(e) => {
+                log(&format!(
+                    "warning: {} {}: no .pyc files: {e}",
+                    c.name, c.version
+                ));
+                continue;
+            }
+        };
+        for pyc in pycs {
+            let path = format!("root/{pyc}");
+            // A cache file another package owns stays that package's.
+            if owners.contains_key(&path) {
+                continue;
+            }
+            let (sha256, size) = crate::packages::sha256_file(&stage.join(&pyc))
+                .map_err(|e| PackageError(format!("reading {pyc}: {e}")))?;
+            files.push((
+                FileEntry { path, size, sha256 },
+                StagedFrom::Staging(format!("{sub}/{pyc}")),
+            ));
+        }
+    }
     install_runner(dest, log)?;
     for name in remove {
         remove_receipt(dest, name, log)?;
     }
-    for (rname, c, files, was_requested, path) in staged_all {
+    for (rname, c, files, was_requested, path, ..) in staged_all {
         let mut depends = vec!["python".to_string()];
         for d in &c.depends {
             depends.push(receipt_name(d)?);
