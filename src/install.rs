@@ -1118,6 +1118,7 @@ pub fn verify_receipt(dest: &Dest, r: &Receipt) -> Vec<String> {
 pub fn remove(dest_path: &Path, names: &[String], log: Log) -> Result<()> {
     let dest = Dest::open(dest_path, false)?;
     dest.recover()?;
+    let mut removed_pypi = false;
     for name in names {
         check_name(name)?;
         if name == RUNNER {
@@ -1145,6 +1146,11 @@ pub fn remove(dest_path: &Path, names: &[String], log: Log) -> Result<()> {
             dest.prune(&f.path);
         }
         log(&format!("removed {} {}", r.name, r.version));
+        removed_pypi |= r.pypi.is_some();
+    }
+    // DEST/pylock.toml lists what is installed from package indexes.
+    if removed_pypi {
+        crate::pypi::write_lock(&dest)?;
     }
     install_runner(&dest, log)?;
     refresh_preinit(&dest, log)

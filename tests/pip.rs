@@ -499,6 +499,16 @@ fn uninstall_removes_only_that_distributions_files() {
     assert_ok(&out);
     assert_eq!(listing(&dest.join("root")), with_dep);
     assert!(!dest.join("bin/app-hello").exists());
+    // pynbox remove knows PyPI receipts too, and the lock follows.
+    assert!(std::fs::read_to_string(dest.join("pylock.toml"))
+        .unwrap()
+        .contains("wasidep"));
+    let out = run(&["remove", &dest.display().to_string(), "pypi-wasidep"]);
+    assert_ok(&out);
+    assert_eq!(text(&pip(&dest, cache.path(), &["freeze"]).stdout), "");
+    assert!(!std::fs::read_to_string(dest.join("pylock.toml"))
+        .unwrap()
+        .contains("wasidep"));
 }
 
 #[test]

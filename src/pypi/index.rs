@@ -282,6 +282,8 @@ fn copy_hashed(
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n = 0u64;
+    // Small files (most wheels, all metadata) are not worth a progress line.
+    let quiet = size.is_some_and(|s| s < 1 << 20);
     let mut progress = Progress::new(&format!("downloading {label}"), size.unwrap_or(0));
     let mut limited = src.take(limit + 1);
     loop {
@@ -302,7 +304,9 @@ fn copy_hashed(
         h.update(&buf[..k]);
         out.write_all(&buf[..k])
             .map_err(|e| PackageError(format!("writing {}: {e}", to.display())))?;
-        progress.update(n);
+        if !quiet {
+            progress.update(n);
+        }
     }
     progress.finish();
     if size.is_some_and(|s| s != n) {

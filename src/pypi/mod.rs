@@ -893,7 +893,9 @@ fn finish(dest: &Dest, no_preinit: bool, log: Log) -> Result<()> {
     refresh_preinit(dest, log)
 }
 
-fn write_lock(dest: &Dest) -> Result<()> {
+/// Rewrites `DEST/pylock.toml` from the receipts (also after `pynbox
+/// remove DEST pypi-NAME`).
+pub(crate) fn write_lock(dest: &Dest) -> Result<()> {
     let list: Vec<(String, String, PypiOrigin)> = installed(dest)?
         .into_iter()
         .map(|(r, o)| (o.name.clone(), r.version, o))
