@@ -953,3 +953,68 @@ fn real_pypi_requests_attrs_dateutil() {
     assert_ok(&out);
     assert_eq!(text(&out.stdout).trim(), "2");
 }
+
+/// --extra-index-url, -c constraints, --no-deps and --find-links with
+/// --no-index.
+#[test]
+fn index_options_constraints_no_deps_and_find_links() {
+    let first = Index::start(true);
+    let second = Index::start(false);
+    let mut app = WheelSpec::new("app", "1.0");
+    app.meta = "Requires-Dist: wasidep>=1.0; sys_platform == \"wasi\"";
+    first.wheel(&app);
+    second.wheel(&WheelSpec::new("wasidep", "1.0"));
+    second.wheel(&WheelSpec::new("wasidep", "1.1"));
+    let (d, dest) = fresh_dest();
+    let cache = tempfile::tempdir().unwrap();
+    let constraints = d.path().join("constraints.txt");
+    std::fs::write(&constraints, "wasidep<1.1\nnever-installed==3\n").unwrap();
+    let c = constraints.display().to_string();
+    let out = pip(
+        &dest,
+        cache.path(),
+        &[
+            "install",
+            "app",
+            "-i",
+            &first.url,
+            "--extra-index-url",
+            &second.url,
+            "-c",
+            &c,
+        ],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        text(&pip(&dest, cache.path(), &["freeze"]).stdout),
+        "app==1.0\nwasidep==1.0\n"
+    );
+    // --no-deps: only what is named.
+    let (_d2, other) = fresh_dest();
+    let out = pip(
+        &other,
+        cache.path(),
+        &["install", "--no-deps", "app", "-i", &first.url],
+    );
+    assert_ok(&out);
+    assert_eq!(
+        text(&pip(&other, cache.path(), &["freeze"]).stdout),
+        "app==1.0\n"
+    );
+    // A directory of wheels, no index at all; the lock names the file.
+    let links = d.path().join("wheels");
+    std::fs::create_dir(&links).unwrap();
+    let w = WheelSpec::new("local_only", "0.5").build();
+    std::fs::write(links.join(&w.filename), &w.data).unwrap();
+    let l = links.display().to_string();
+    let out = pip(
+        &other,
+        cache.path(),
+        &["install", "local-only", "--no-index", "--find-links", &l],
+    );
+    assert_ok(&out);
+    let out = run_py(&other, "import local_only; print(local_only.VERSION)");
+    assert_eq!(text(&out.stdout).trim(), "0.5");
+    let lock = std::fs::read_to_string(other.join("pylock.toml")).unwrap();
+    assert!(lock.contains("path = "), "{lock}");
+}
