@@ -143,6 +143,10 @@ struct Index {
     files: Files,
     /// Wheels downloaded (not their metadata).
     wheel_hits: Arc<std::sync::atomic::AtomicUsize>,
+    /// Cut the next wheel download halfway.
+    cut_next: Arc<std::sync::atomic::AtomicBool>,
+    /// Wheel requests that asked for a range (resumed downloads).
+    range_hits: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Index {
@@ -153,6 +157,10 @@ impl Index {
         let f2 = files.clone();
         let wheel_hits: Arc<std::sync::atomic::AtomicUsize> = Default::default();
         let hits = wheel_hits.clone();
+        let cut_next: Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let cut = cut_next.clone();
+        let range_hits: Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let ranges = range_hits.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
@@ -170,23 +178,55 @@ impl Index {
                     hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 let (ctype, body) = respond(&f2.lock().unwrap(), &path, json);
-                let head = match &body {
-                    Some(b) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        b.len()
+                // Range requests (`bytes=N-`), for resumed downloads.
+                let from: Option<usize> = req
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("range: bytes=")
+                            .map(str::to_string)
+                    })
+                    .and_then(|r| r.trim_end_matches('-').trim().parse().ok());
+                let (head, body) = match (body, from) {
+                    (Some(b), Some(from)) if from < b.len() => (
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Type: {ctype}\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len() - 1,
+                            b.len(),
+                            b.len() - from
+                        ),
+                        b[from..].to_vec(),
                     ),
-                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+                    (Some(b), _) => (
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len()
+                        ),
+                        b,
+                    ),
+                    (None, _) => (
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+                        Vec::new(),
+                    ),
                 };
-                let _ = s.write_all(head.as_bytes());
-                if let Some(b) = body {
-                    let _ = s.write_all(&b);
+                if path.ends_with(".whl") && from.is_some() {
+                    ranges.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
+                let _ = s.write_all(head.as_bytes());
+                if path.ends_with(".whl") && cut.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    let _ = s.write_all(&body[..body.len() / 2]);
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let _ = s.write_all(&body);
             }
         });
         Index {
             url,
             files,
             wheel_hits,
+            cut_next,
+            range_hits,
         }
     }
 
@@ -235,6 +275,7 @@ fn respond(
                     "url": format!("../../files/{}", f.filename),
                     "hashes": {"sha256": f.sha256},
                     "yanked": f.yanked,
+                    "size": f.data.len(),
                 });
                 if let Some(r) = &f.requires_python {
                     v["requires-python"] = r.clone().into();
@@ -1017,4 +1058,43 @@ fn index_options_constraints_no_deps_and_find_links() {
     assert_eq!(text(&out.stdout).trim(), "0.5");
     let lock = std::fs::read_to_string(other.join("pylock.toml")).unwrap();
     assert!(lock.contains("path = "), "{lock}");
+}
+
+/// A download cut halfway is resumed from where it stopped (a Range
+/// request), over both index forms.
+#[test]
+fn a_cut_download_is_resumed() {
+    for json in [true, false] {
+        let idx = Index::start(json);
+        let mut w = WheelSpec::new("big", "1.0");
+        let mut data = vec![0u8; 3 << 20];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i * 7919 % 251) as u8;
+        }
+        w.files.push(("big/data.bin".into(), data.clone()));
+        idx.wheel(&w);
+        let (_d, dest) = fresh_dest();
+        let cache = tempfile::tempdir().unwrap();
+        idx.cut_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let out = pip(
+            &dest,
+            cache.path(),
+            &["install", "big", "--index-url", &idx.url],
+        );
+        assert_ok(&out);
+        assert!(idx.wheel_hits.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+        assert!(!idx.cut_next.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(idx.range_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            std::fs::read(dest.join(SITE).join("big/data.bin")).unwrap(),
+            data
+        );
+        // No partial download is left in the cache.
+        let left: Vec<String> = listing(cache.path())
+            .into_keys()
+            .filter(|k| k.ends_with(".part"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

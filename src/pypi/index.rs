@@ -170,11 +170,21 @@ impl Sources {
         }
         std::fs::create_dir_all(&files)
             .map_err(|e| PackageError(format!("creating {}: {e}", files.display())))?;
-        let tmp = files.join(format!(".{sha}.{}.part", random_hex()));
+        let mut tmp = files.join(format!(".{sha}.{}.part", random_hex()));
         let r = if let Some(local) = &f.local {
             std::fs::File::open(local)
                 .map_err(|e| PackageError(format!("opening {}: {e}", local.display())))
-                .and_then(|mut src| copy_hashed(&mut src, &tmp, MAX_WHEEL, &f.filename, None))
+                .and_then(|mut src| {
+                    let mut out = create(&tmp)?;
+                    copy_hashed(
+                        &mut src,
+                        &mut out,
+                        &mut Hashing::new(),
+                        MAX_WHEEL,
+                        &f.filename,
+                        None,
+                    )
+                })
         } else {
             let Some(url) = &f.url else {
                 return err(format!("{}: no URL", f.filename));
@@ -186,10 +196,37 @@ impl Sources {
                     files.display()
                 ));
             }
-            download(url, &tmp, f, self.allow_insecure_http)
+            // A download cut short is kept as `.SHA.part` and resumed by the
+            // next attempt, in this run or a later one; a file that another
+            // pynbox is downloading right now (it holds the lock) is
+            // downloaded again beside it.
+            let part = files.join(format!(".{sha}.part"));
+            let out = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&part)
+                .ok()
+                .filter(|f| f.try_lock().is_ok());
+            let mut out = match out {
+                Some(o) => {
+                    tmp = part;
+                    o
+                }
+                None => create(&tmp)?,
+            };
+            download(url, &mut out, f, self.allow_insecure_http)
         };
         let got = match r {
             Ok(h) => h,
+            // The shared partial download is kept to be resumed.
+            Err(e)
+                if e.0.contains("run the install again")
+                    && tmp.ends_with(format!(".{sha}.part")) =>
+            {
+                return Err(e)
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
@@ -231,15 +268,18 @@ impl Sources {
             size: None,
             ..f.clone()
         };
-        let got = download(
-            &format!("{url}.metadata"),
-            &tmp,
-            &meta,
-            self.allow_insecure_http,
-        )
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })?;
+        let got = create(&tmp)
+            .and_then(|mut out| {
+                download(
+                    &format!("{url}.metadata"),
+                    &mut out,
+                    &meta,
+                    self.allow_insecure_http,
+                )
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
         if got != sha {
             let _ = std::fs::remove_file(&tmp);
             return err(format!(
@@ -268,87 +308,168 @@ fn cached_ok(path: &Path, sha: &str) -> bool {
     }
 }
 
-/// Copies at most `limit` bytes of `src` to `to`, returning their sha256.
+/// A new, empty file, readable too (a download hashes what it holds).
+fn create(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| PackageError(format!("creating {}: {e}", path.display())))
+}
+
+/// A sha256 being computed, with the number of bytes it has seen.
+struct Hashing {
+    sha: sha2::Sha256,
+    n: u64,
+}
+
+impl Hashing {
+    fn new() -> Hashing {
+        use sha2::Digest;
+        Hashing {
+            sha: sha2::Sha256::new(),
+            n: 0,
+        }
+    }
+}
+
+/// Appends what `src` yields to `out`, hashing it, until the whole is
+/// `size` (when the index gives it) or at most `limit` bytes; returns the
+/// sha256 of everything written, earlier bytes included.
 fn copy_hashed(
     src: &mut dyn Read,
-    to: &Path,
+    out: &mut std::fs::File,
+    h: &mut Hashing,
     limit: u64,
     label: &str,
     size: Option<u64>,
 ) -> Result<String> {
     use sha2::Digest;
-    let mut out = std::fs::File::create(to)
-        .map_err(|e| PackageError(format!("creating {}: {e}", to.display())))?;
-    let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
-    let mut n = 0u64;
     // Small files (most wheels, all metadata) are not worth a progress line.
     let quiet = size.is_some_and(|s| s < 1 << 20);
     let mut progress = Progress::new(&format!("downloading {label}"), size.unwrap_or(0));
-    let mut limited = src.take(limit + 1);
+    let mut limited = src.take(limit.saturating_sub(h.n) + 1);
     loop {
-        let k = limited
-            .read(&mut buf)
-            .map_err(|e| PackageError(format!("reading {label}: {e}")))?;
+        let k = match limited.read(&mut buf) {
+            Ok(k) => k,
+            Err(e) => {
+                progress.finish();
+                return err(format!("reading {label}: {e}"));
+            }
+        };
         if k == 0 {
             break;
         }
-        n += k as u64;
-        if n > limit || size.is_some_and(|s| n > s) {
+        if h.n + k as u64 > limit || size.is_some_and(|s| h.n + k as u64 > s) {
             progress.finish();
             return err(format!(
                 "{label} is larger than the index says or than {} MiB: refused",
                 limit >> 20
             ));
         }
-        h.update(&buf[..k]);
         out.write_all(&buf[..k])
-            .map_err(|e| PackageError(format!("writing {}: {e}", to.display())))?;
+            .map_err(|e| PackageError(format!("writing {label}: {e}")))?;
+        h.sha.update(&buf[..k]);
+        h.n += k as u64;
         if !quiet {
-            progress.update(n);
+            progress.update(h.n);
         }
     }
     progress.finish();
-    if size.is_some_and(|s| s != n) {
-        return err(format!("{label}: the download stopped at {n} bytes"));
+    if size.is_some_and(|s| s != h.n) {
+        return err(format!("{label}: the download stopped at {} bytes", h.n));
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(hex::encode(h.sha.clone().finalize()))
 }
 
-fn download(url: &str, to: &Path, f: &FileInfo, allow_insecure_http: bool) -> Result<String> {
+/// Downloads `url` into `out`, which may hold the beginning of it from a
+/// download cut short: that is hashed again and the rest asked for with a
+/// Range request. Transient failures are retried, each from where the last
+/// stopped. Returns the sha256 of the whole file.
+fn download(
+    url: &str,
+    out: &mut std::fs::File,
+    f: &FileInfo,
+    allow_insecure_http: bool,
+) -> Result<String> {
+    use std::io::{Seek, SeekFrom};
     let agent = Repo::agent(url, allow_insecure_http)?;
     let limit = if f.filename.ends_with(".metadata") {
         MAX_METADATA
     } else {
         MAX_WHEEL
     };
+    let io = |e: std::io::Error| PackageError(format!("{}: {e}", f.filename));
     let mut last = String::new();
-    for attempt in 0..3 {
+    for attempt in 0..4 {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(300 << attempt));
         }
-        let mut resp = match agent.get(url).call() {
-            Ok(r) if r.status() == 200 => r,
-            Ok(r) => {
-                last = format!("HTTP status {}", r.status());
-                if r.status() == 404 {
-                    break;
-                }
-                continue;
-            }
+        // What is there already, hashed again: it is only ever bytes this
+        // code wrote, but the hash must cover the whole file.
+        let mut h = Hashing::new();
+        out.seek(SeekFrom::Start(0)).map_err(io)?;
+        let have =
+            std::io::copy(&mut (&mut *out).take(limit), &mut HashWriter(&mut h)).map_err(io)?;
+        let mut req = agent.get(url);
+        if have > 0 {
+            req = req.header("Range", &format!("bytes={have}-"));
+        }
+        let mut resp = match req.call() {
+            Ok(r) => r,
             Err(e) => {
                 last = e.to_string();
                 continue;
             }
         };
+        let resumed = resp.status() == 206
+            && resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {have}-")));
+        match resp.status().as_u16() {
+            206 if resumed => {}
+            200 | 206 => {
+                // Not a continuation: start again from nothing.
+                out.set_len(0).map_err(io)?;
+                out.seek(SeekFrom::Start(0)).map_err(io)?;
+                h = Hashing::new();
+            }
+            404 => return err(format!("cannot download {url}: not found (404)")),
+            s => {
+                last = format!("HTTP status {s}");
+                continue;
+            }
+        }
         let mut reader = resp.body_mut().as_reader();
-        match copy_hashed(&mut reader, to, limit, &f.filename, f.size) {
+        match copy_hashed(&mut reader, out, &mut h, limit, &f.filename, f.size) {
             Ok(h) => return Ok(h),
             Err(e) if e.0.contains("refused") => return Err(e),
             Err(e) => last = e.0,
         }
     }
-    err(format!("cannot download {url}: {last}"))
+    err(format!(
+        "cannot download {url}: {last} (run the install again to resume)"
+    ))
+}
+
+/// Feeds what is written to a [`Hashing`].
+struct HashWriter<'a>(&'a mut Hashing);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        self.0.sha.update(b);
+        self.0.n += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
