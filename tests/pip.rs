@@ -783,7 +783,19 @@ fn sdist_only_dependencies_are_refused_naming_the_chain() {
         cache.path(),
         &["install", "nothere", "--index-url", &idx.url],
     );
-    fails_with(&out, "nothere");
+    fails_with(&out, "cannot install nothere: it is not offered by");
+    let mut future = WheelSpec::new("future_only", "1.0").build();
+    future.requires_python = Some(">=3.14".into());
+    idx.add("future-only", future);
+    let out = pip(
+        &dest,
+        cache.path(),
+        &["install", "future-only", "--index-url", &idx.url],
+    );
+    fails_with(
+        &out,
+        "has no release whose Requires-Python admits the sandbox's Python 3.13.5",
+    );
 }
 
 #[test]

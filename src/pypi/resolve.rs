@@ -102,6 +102,8 @@ pub struct Resolver<'a> {
     pinned: RefCell<HashMap<String, HashSet<Version>>>,
     /// Distributions whose every file was left out by `--hash`.
     hash_filtered: RefCell<HashSet<String>>,
+    /// Distributions with files left out by their `Requires-Python`.
+    python_filtered: RefCell<HashSet<String>>,
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T> {
@@ -127,6 +129,7 @@ impl<'a> Resolver<'a> {
             allow_pre: Default::default(),
             pinned: Default::default(),
             hash_filtered: Default::default(),
+            python_filtered: Default::default(),
         }
     }
 
@@ -150,6 +153,7 @@ impl<'a> Resolver<'a> {
                 .as_deref()
                 .is_some_and(|r| !self.target.requires_python_ok(r))
             {
+                self.python_filtered.borrow_mut().insert(name.to_string());
                 continue;
             }
             if allowed.is_some_and(|a| !f.sha256.as_ref().is_some_and(|h| a.contains(h))) {
@@ -368,6 +372,11 @@ impl<'a> Resolver<'a> {
                 .collect();
             let why = if releases.is_empty() && self.hash_filtered.borrow().contains(name) {
                 Some("offers no file with a sha256 that --hash allows".to_string())
+            } else if releases.is_empty() && self.python_filtered.borrow().contains(name) {
+                Some(format!(
+                    "has no release whose Requires-Python admits the sandbox's Python {}",
+                    self.target.python
+                ))
             } else if releases.is_empty() {
                 let mut places: Vec<String> = self.sources.indexes.clone();
                 places.extend(
