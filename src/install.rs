@@ -67,12 +67,16 @@ impl Repo {
     /// https, plain http to a loopback address, or plain http explicitly
     /// allowed. Redirects stay on https from an https repository; from a
     /// plain-http one they are followed only when it is explicitly allowed.
-    fn agent(url: &str, allow_insecure_http: bool) -> Result<ureq::Agent> {
+    pub(crate) fn agent(url: &str, allow_insecure_http: bool) -> Result<ureq::Agent> {
         let uri: ureq::http::Uri = url
             .parse()
             .map_err(|e| PackageError(format!("'{url}' is not a valid URL: {e}")))?;
         let host = uri.host().unwrap_or_default();
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if let Some(roots) = root_certs() {
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        let config = config
             .timeout_connect(Some(Duration::from_secs(20)))
             .timeout_recv_body(Some(Duration::from_secs(60)))
             .http_status_as_error(false);
@@ -192,6 +196,25 @@ impl Repo {
         }
         Ok(path)
     }
+}
+
+/// The certificate authorities of `SSL_CERT_FILE` (a PEM bundle), when
+/// it is set, as curl, pip and git honour it: networks that inspect TLS
+/// with an authority of their own set it. Otherwise the web PKI roots
+/// built into pynbox.
+fn root_certs() -> Option<ureq::tls::RootCerts> {
+    let path = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty())?;
+    let mut pem = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(16 << 20).read_to_end(&mut pem))
+        .ok()?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    (!certs.is_empty()).then(|| ureq::tls::RootCerts::new_with_certs(&certs))
 }
 
 /// Whether `host` (as a URL gives it) is a loopback address: 127.0.0.0/8,
@@ -373,7 +396,7 @@ impl Progress {
 /// An install directory.
 pub struct Dest {
     path: PathBuf,
-    dir: Dir,
+    pub(crate) dir: Dir,
 }
 
 impl Dest {
@@ -452,7 +475,7 @@ impl Dest {
 
     /// Removes what an interrupted install left: staging directories and
     /// the files of a package that never got its receipt.
-    fn recover(&self) -> Result<()> {
+    pub(crate) fn recover(&self) -> Result<()> {
         if self.dir.exists(".staging") {
             self.dir
                 .remove_dir_all(".staging")
@@ -487,7 +510,7 @@ impl Dest {
     }
 
     /// Files owned by installed packages, other than `except`.
-    fn owned_files(&self, except: Option<&str>) -> Result<BTreeSet<String>> {
+    pub(crate) fn owned_files(&self, except: Option<&str>) -> Result<BTreeSet<String>> {
         Ok(self
             .receipts()?
             .into_iter()
@@ -497,7 +520,7 @@ impl Dest {
     }
 
     /// Removes empty directories above a removed file, up to `root/`.
-    fn prune(&self, file: &str) {
+    pub(crate) fn prune(&self, file: &str) {
         let mut p = Path::new(file).parent();
         while let Some(d) = p {
             if d.as_os_str().is_empty() || d == Path::new("root") || d == Path::new("bin") {
@@ -512,13 +535,16 @@ impl Dest {
 
     /// Replaces package `name`'s files with `files` (DEST-relative path,
     /// staged source), then writes its receipt.
-    fn commit(
+    /// `pypi` records where a distribution from a Python package index
+    /// came from (src/pypi/); it is `None` for pynbox's own packages.
+    pub(crate) fn commit(
         &self,
         name: &str,
         version: &str,
         depends: &[String],
         interpreter: Option<String>,
         staged: &[(FileEntry, StagedFrom)],
+        pypi: Option<packages::PypiOrigin>,
     ) -> Result<()> {
         let others = self.owned_files(Some(name))?;
         if let Some((f, _)) = staged.iter().find(|(f, _)| others.contains(&f.path)) {
@@ -596,6 +622,7 @@ impl Dest {
             depends: depends.to_vec(),
             interpreter,
             files: staged.iter().map(|(f, _)| f.clone()).collect(),
+            pypi,
         })?;
         fault_point("receipt");
         let _ = self.dir.remove_file(format!("packages/{name}.installing"));
@@ -616,7 +643,7 @@ fn fault_point(name: &str) {
 #[cfg(not(feature = "test-faults"))]
 fn fault_point(_name: &str) {}
 
-enum StagedFrom {
+pub(crate) enum StagedFrom {
     /// A DEST-relative path in the staging area.
     Staging(String),
     /// Bytes written by pynbox itself, and whether they are executable.
@@ -717,7 +744,7 @@ fn install_into(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) ->
 /// whenever the installed packages change: their files are what it
 /// imported. A failure costs only speed (runs start the plain interpreter),
 /// so it is a warning.
-fn refresh_preinit(dest: &Dest, log: Log) -> Result<()> {
+pub(crate) fn refresh_preinit(dest: &Dest, log: Log) -> Result<()> {
     let receipts = dest.receipts()?;
     let python = receipts
         .iter()
@@ -896,6 +923,7 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
         &manifest.depends,
         interpreter,
         &staged,
+        None,
     );
     let _ = dest.dir.remove_dir_all(&stage_name);
     let _ = dest.dir.remove_dir(".staging");
@@ -929,20 +957,20 @@ fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
     }
 }
 
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     hex::encode(b)
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// The guest path of the python package's interpreter.
 pub const PYTHON: &str = "/python/bin/python.wasm";
 
-const SCRIPT_HEAD: &str = r#"#!/bin/sh
+pub(crate) const SCRIPT_HEAD: &str = r#"#!/bin/sh
 # Generated by `pynbox install`. It finds its own directory, so the
 # install can be moved. (Without a subshell when $0 has a directory part:
 # each fork costs about a millisecond of every run's start.)
@@ -972,6 +1000,13 @@ fi
 exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache" --preinit "$dest/{preinit}"{python} "$@"
 "#
     )
+}
+
+/// `bin/pip`: installs distributions from a Python package index into
+/// this DEST (src/pypi/). The work is done on the host by pynbox; only the
+/// installed files and console scripts are for the sandbox.
+fn pip_script() -> String {
+    format!("{SCRIPT_HEAD}exec \"$here/pynbox\" pip --dest \"$dest\" \"$@\"\n")
 }
 
 /// A host script for a package command. It only ever calls `bin/run`,
@@ -1011,11 +1046,12 @@ fn command_script(package: &str, c: &Command) -> String {
 /// Installs or refreshes the runner: this very `pynbox` executable as
 /// `bin/pynbox`, and `bin/run`, whose `python` is the interpreter of an
 /// installed package that provides one, else the python package's.
-fn install_runner(dest: &Dest, log: Log) -> Result<()> {
+pub(crate) fn install_runner(dest: &Dest, log: Log) -> Result<()> {
     let exe = std::env::current_exe().map_err(io_err("finding the pynbox executable"))?;
     let bin = std::fs::read(&exe).map_err(io_err(format!("reading {}", exe.display())))?;
     let python = dest.receipts()?.into_iter().find_map(|r| r.interpreter);
     let script = run_script(python.as_deref()).into_bytes();
+    let pip = pip_script().into_bytes();
     let files = vec![
         (
             FileEntry {
@@ -1033,6 +1069,14 @@ fn install_runner(dest: &Dest, log: Log) -> Result<()> {
             },
             StagedFrom::Bytes(script, true),
         ),
+        (
+            FileEntry {
+                path: "bin/pip".into(),
+                size: pip.len() as u64,
+                sha256: sha256_hex(&pip),
+            },
+            StagedFrom::Bytes(pip, true),
+        ),
     ];
     let version = env!("CARGO_PKG_VERSION");
     if let Some(r) = dest.receipt(RUNNER)? {
@@ -1044,7 +1088,7 @@ fn install_runner(dest: &Dest, log: Log) -> Result<()> {
             return Ok(());
         }
     }
-    dest.commit(RUNNER, version, &[], None, &files)?;
+    dest.commit(RUNNER, version, &[], None, &files, None)?;
     log(&format!("installed {RUNNER} {version} (bin/run)"));
     Ok(())
 }
@@ -1074,6 +1118,7 @@ pub fn verify_receipt(dest: &Dest, r: &Receipt) -> Vec<String> {
 pub fn remove(dest_path: &Path, names: &[String], log: Log) -> Result<()> {
     let dest = Dest::open(dest_path, false)?;
     dest.recover()?;
+    let mut removed_pypi = false;
     for name in names {
         check_name(name)?;
         if name == RUNNER {
@@ -1101,6 +1146,11 @@ pub fn remove(dest_path: &Path, names: &[String], log: Log) -> Result<()> {
             dest.prune(&f.path);
         }
         log(&format!("removed {} {}", r.name, r.version));
+        removed_pypi |= r.pypi.is_some();
+    }
+    // DEST/pylock.toml lists what is installed from package indexes.
+    if removed_pypi {
+        crate::pypi::write_lock(&dest)?;
     }
     install_runner(&dest, log)?;
     refresh_preinit(&dest, log)

@@ -22,6 +22,7 @@ pub mod lockdown;
 pub mod mounts;
 pub mod packages;
 pub mod preinit;
+pub mod pypi;
 pub mod recipes;
 pub mod runtime;
 pub mod wasi;

@@ -85,6 +85,113 @@ enum Cmd {
         #[arg(required = true)]
         packages: Vec<String>,
     },
+    /// Install pure-Python distributions from PyPI (or another package index) into DEST.
+    #[command(after_help = "DEST/bin/pip calls this with --dest DEST. Examples:\n  \
+        DEST/bin/pip install 'attrs>=23' python-dateutil\n  \
+        DEST/bin/pip install -r requirements.txt\n  \
+        DEST/bin/pip sync DEST/pylock.toml --no-index   (reproduce the lock, offline from the cache)\n  \
+        DEST/bin/run python -c 'import attrs'\n\n\
+        Requirements are resolved for the sandbox (CPython 3.13, sys_platform \"wasi\"); only \
+        pure-Python wheels (py3-none-any) are installed. Downloads are checked against the index's \
+        sha256 and cached in $PYNBOX_PYPI_CACHE (default ~/.cache/pynbox/pypi). Every change \
+        rewrites DEST/pylock.toml.")]
+    Pip(PipArgs),
+}
+
+#[derive(Args)]
+struct PipArgs {
+    /// The install directory (made with `pynbox install DEST python`).
+    #[arg(long, value_name = "DEST", required = true)]
+    dest: PathBuf,
+    #[command(subcommand)]
+    cmd: PipCmd,
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// The package index (simple API) [default: https://pypi.org/simple].
+    #[arg(short = 'i', long, value_name = "URL")]
+    index_url: Option<String>,
+    /// A further index, searched as well.
+    #[arg(long, value_name = "URL")]
+    extra_index_url: Vec<String>,
+    /// A local directory of wheels, searched as well.
+    #[arg(short = 'f', long, value_name = "DIR")]
+    find_links: Vec<PathBuf>,
+    /// Use no index: only --find-links directories and the download cache.
+    #[arg(long)]
+    no_index: bool,
+    /// Accept a plain http:// index on any host (loopback is always accepted).
+    #[arg(long)]
+    allow_insecure_http: bool,
+    /// Do not make the pre-initialised python again after the change (it
+    /// takes about 20 s): runs start without it until `pynbox install DEST`.
+    #[arg(long)]
+    no_preinit: bool,
+    /// Do not compile .pyc files at install (inside the sandbox).
+    #[arg(long)]
+    no_compile: bool,
+}
+
+#[derive(Subcommand)]
+enum PipCmd {
+    /// Install distributions and what they require.
+    Install {
+        /// PEP 508 requirements, e.g. 'requests>=2.31' or 'attrs[tests]'.
+        requirements: Vec<String>,
+        /// Requirements from a file (pip's format), or a pylock.toml to reproduce.
+        #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+        requirement_files: Vec<PathBuf>,
+        /// Constraints from a file: they narrow versions without asking for an install.
+        #[arg(short = 'c', long = "constraint", value_name = "FILE")]
+        constraint_files: Vec<PathBuf>,
+        #[command(flatten)]
+        index: IndexArgs,
+        /// Install only the named distributions, not what they require.
+        #[arg(long)]
+        no_deps: bool,
+        /// Take the newest versions, even of installed distributions.
+        #[arg(short = 'U', long)]
+        upgrade: bool,
+        /// Consider pre-releases and development versions.
+        #[arg(long)]
+        pre: bool,
+        /// Require ==VERSION and --hash=sha256:... (in -r files) for every
+        /// distribution, dependencies too.
+        #[arg(long)]
+        require_hashes: bool,
+    },
+    /// Remove distributions installed from an index (exactly their files).
+    Uninstall {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Accepted for pip's sake: pynbox never asks.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Do not make the pre-initialised python again (see install --help).
+        #[arg(long)]
+        no_preinit: bool,
+    },
+    /// Make DEST hold exactly the distributions of a pylock.toml.
+    Sync {
+        /// The lock file (DEST/pylock.toml is written after every change).
+        lock: PathBuf,
+        /// Only from the download cache: no network.
+        #[arg(long)]
+        no_index: bool,
+        #[arg(long)]
+        allow_insecure_http: bool,
+        /// Do not make the pre-initialised python again (see install --help).
+        #[arg(long)]
+        no_preinit: bool,
+        /// Do not compile .pyc files at install (inside the sandbox).
+        #[arg(long)]
+        no_compile: bool,
+    },
+    /// List the distributions installed from indexes.
+    List,
+    /// Print them as requirements (NAME==VERSION).
+    Freeze,
 }
 
 /// Arguments of `pynbox run`. `-h` forwards a descriptor, as in NaCl's
@@ -236,6 +343,7 @@ fn main() -> ExitCode {
         } => install(&dest, &packages, repo, allow_insecure_http),
         Cmd::List { dest } => list(&dest),
         Cmd::Verify { dest } => verify(&dest),
+        Cmd::Pip(args) => pip(args),
         Cmd::Remove { dest, packages } => {
             let mut log = |l: &str| eprintln!("{l}");
             match pynbox::install::remove(&dest, &packages, &mut log) {
@@ -292,6 +400,82 @@ fn install(
             eprintln!("ready: {}/bin/run python", dest.display());
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("pynbox: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn pip(a: PipArgs) -> ExitCode {
+    let mut log = |l: &str| eprintln!("{l}");
+    let dest = a.dest.as_path();
+    let r = match a.cmd {
+        PipCmd::Install {
+            requirements,
+            requirement_files,
+            constraint_files,
+            index,
+            no_deps,
+            upgrade,
+            pre,
+            require_hashes,
+        } => {
+            let opts = pynbox::pypi::Options {
+                requirements,
+                requirement_files,
+                constraint_files,
+                index_url: index.index_url,
+                extra_index_urls: index.extra_index_url,
+                find_links: index.find_links,
+                no_index: index.no_index,
+                no_deps,
+                upgrade,
+                pre,
+                allow_insecure_http: index.allow_insecure_http,
+                no_preinit: index.no_preinit,
+                no_compile: index.no_compile,
+                require_hashes,
+            };
+            pynbox::pypi::install(dest, &opts, &mut log)
+        }
+        PipCmd::Uninstall {
+            names,
+            yes: _,
+            no_preinit,
+        } => pynbox::pypi::uninstall(dest, &names, no_preinit, &mut log),
+        PipCmd::Sync {
+            lock,
+            no_index,
+            allow_insecure_http,
+            no_preinit,
+            no_compile,
+        } => pynbox::pypi::sync(
+            dest,
+            &lock,
+            no_index,
+            allow_insecure_http,
+            pynbox::pypi::Flags {
+                no_preinit,
+                no_compile,
+            },
+            &mut log,
+        ),
+        PipCmd::List => pynbox::pypi::list(dest).map(|l| {
+            let w = l.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(7);
+            println!("{:<w$} Version", "Package");
+            for (n, v) in l {
+                println!("{n:<w$} {v}");
+            }
+        }),
+        PipCmd::Freeze => pynbox::pypi::list(dest).map(|l| {
+            for (n, v) in l {
+                println!("{n}=={v}");
+            }
+        }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pynbox: {e}");
             ExitCode::from(1)

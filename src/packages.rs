@@ -216,6 +216,35 @@ pub struct Receipt {
     pub interpreter: Option<String>,
     /// Files relative to DEST (`root/...`, `bin/...`).
     pub files: Vec<FileEntry>,
+    /// For a distribution installed from a Python package index
+    /// (`pynbox pip`): the wheel it came from, which `DEST/pylock.toml`
+    /// records. Receipts of pynbox's own packages have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pypi: Option<PypiOrigin>,
+}
+
+/// The wheel a distribution from a Python package index was installed from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PypiOrigin {
+    /// The distribution's name as its metadata spells it (the receipt's
+    /// name is `pypi-` and the normalized name).
+    pub name: String,
+    /// The wheel's file name.
+    pub file: String,
+    /// Where it was downloaded from (absent for a local --find-links file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The local file it came from (--find-links).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The index that offered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+    /// Named by the user (not only pulled in as a dependency).
+    #[serde(default)]
+    pub requested: bool,
 }
 
 pub fn check_name(name: &str) -> Result<()> {
@@ -283,7 +312,7 @@ fn check_program(p: &str) -> std::result::Result<(), &'static str> {
 
 fn check_command_name(n: &str) -> Result<()> {
     check_name(n)?;
-    if n == "run" || n == "pynbox" {
+    if n == "run" || n == "pynbox" || n == "pip" {
         return err(format!("a package may not define the command '{n}'"));
     }
     Ok(())

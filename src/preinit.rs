@@ -97,6 +97,16 @@ pub fn preinitialize(
 /// file it would otherwise load).
 pub const INSTALL_PATH: &str = "cache/preinit/python.wasm";
 
+/// Removes DEST's pre-initialised python, so that no run resumes a
+/// snapshot made before the installed files changed (`pynbox pip
+/// --no-preinit`); runs start the plain interpreter until `pynbox install
+/// DEST` makes it again.
+pub fn discard(dest: &Path) {
+    let out = dest.join(INSTALL_PATH);
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(from_path(&out));
+}
+
 fn from_path(preinit: &Path) -> PathBuf {
     let mut p = preinit.as_os_str().to_owned();
     p.push(".from");
