@@ -92,7 +92,8 @@ enum Cmd {
         DEST/bin/pip sync DEST/pylock.toml --no-index   (reproduce the lock, offline from the cache)\n  \
         DEST/bin/run python -c 'import attrs'\n\n\
         Requirements are resolved for the sandbox (CPython 3.13, sys_platform \"wasi\"); only \
-        pure-Python wheels (py3-none-any) are installed. Downloads are checked against the index's \
+        pure-Python wheels (py3-none-any) are installed; a release without one is built from its \
+        source distribution inside the sandbox (no network, a scratch directory, --build-timeout). Downloads are checked against the index's \
         sha256 and cached in $PYNBOX_PYPI_CACHE (default ~/.cache/pynbox/pypi). Every change \
         rewrites DEST/pylock.toml.")]
     Pip(PipArgs),
@@ -131,6 +132,10 @@ struct IndexArgs {
     /// Do not compile .pyc files at install (inside the sandbox).
     #[arg(long)]
     no_compile: bool,
+    /// Wall-clock limit in seconds of one source distribution's build
+    /// inside the sandbox [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    build_timeout: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -187,6 +192,10 @@ enum PipCmd {
         /// Do not compile .pyc files at install (inside the sandbox).
         #[arg(long)]
         no_compile: bool,
+        /// Wall-clock limit in seconds of one source distribution's build
+        /// inside the sandbox [default: 600].
+        #[arg(long, value_name = "SECONDS")]
+        build_timeout: Option<u64>,
     },
     /// List the distributions installed from indexes.
     List,
@@ -435,6 +444,7 @@ fn pip(a: PipArgs) -> ExitCode {
                 allow_insecure_http: index.allow_insecure_http,
                 no_preinit: index.no_preinit,
                 no_compile: index.no_compile,
+                build_timeout: index.build_timeout,
                 require_hashes,
             };
             pynbox::pypi::install(dest, &opts, &mut log)
@@ -450,6 +460,7 @@ fn pip(a: PipArgs) -> ExitCode {
             allow_insecure_http,
             no_preinit,
             no_compile,
+            build_timeout,
         } => pynbox::pypi::sync(
             dest,
             &lock,
@@ -458,6 +469,7 @@ fn pip(a: PipArgs) -> ExitCode {
             pynbox::pypi::Flags {
                 no_preinit,
                 no_compile,
+                build_timeout,
             },
             &mut log,
         ),

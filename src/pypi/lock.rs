@@ -38,10 +38,11 @@ pub struct LockPackage {
     pub index: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wheels: Vec<LockWheel>,
-    /// Source distributions: pynbox cannot build them yet, so a package
-    /// with only these is refused when the lock is installed.
+    /// The source distribution, for a package installed from a wheel
+    /// built inside the sandbox: built again (or taken from the build
+    /// cache) when the lock is installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sdist: Option<toml::Value>,
+    pub sdist: Option<LockWheel>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,12 +75,8 @@ pub fn render(installed: &[(String, String, PypiOrigin)]) -> String {
         ],
         packages: installed
             .iter()
-            .map(|(name, version, o)| LockPackage {
-                name: name.clone(),
-                version: Some(version.clone()),
-                marker: None,
-                index: o.index.clone(),
-                wheels: vec![LockWheel {
+            .map(|(name, version, o)| {
+                let file = LockWheel {
                     name: Some(o.file.clone()),
                     url: o.url.clone(),
                     path: o.path.clone(),
@@ -87,8 +84,20 @@ pub fn render(installed: &[(String, String, PypiOrigin)]) -> String {
                     hashes: Hashes {
                         sha256: Some(o.sha256.clone()),
                     },
-                }],
-                sdist: None,
+                };
+                let (sdist, wheels) = if o.file.ends_with(".whl") {
+                    (None, vec![file])
+                } else {
+                    (Some(file), Vec::new())
+                };
+                LockPackage {
+                    name: name.clone(),
+                    version: Some(version.clone()),
+                    marker: None,
+                    index: o.index.clone(),
+                    wheels,
+                    sdist,
+                }
             })
             .collect(),
     };

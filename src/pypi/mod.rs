@@ -11,9 +11,11 @@
 //! DEST as it was and `pynbox list`, `verify` and `remove` know every file.
 //! `DEST/pylock.toml` (`lock`) is rewritten after every change.
 //!
-//! Only pure-Python wheels are installed for now; building source
-//! distributions inside the sandbox is a later step (issue 13).
+//! Only pure-Python wheels are installed. A release without one is built
+//! from its source distribution inside the sandbox (`build`), and the
+//! wheel that comes out is installed like a downloaded one.
 
+pub mod build;
 pub mod index;
 pub mod lock;
 pub mod pyc;
@@ -71,6 +73,8 @@ pub struct Options {
     pub no_preinit: bool,
     /// Do not compile `.pyc` files at install (pip's `--no-compile`).
     pub no_compile: bool,
+    /// Seconds one sdist build may take ([`build::DEFAULT_TIMEOUT`]).
+    pub build_timeout: Option<u64>,
 }
 
 /// What an install does besides placing files.
@@ -78,6 +82,7 @@ pub struct Options {
 pub struct Flags {
     pub no_preinit: bool,
     pub no_compile: bool,
+    pub build_timeout: Option<u64>,
 }
 
 impl Options {
@@ -85,6 +90,7 @@ impl Options {
         Flags {
             no_preinit: self.no_preinit,
             no_compile: self.no_compile,
+            build_timeout: self.build_timeout,
         }
     }
 }
@@ -465,7 +471,8 @@ pub fn install(dest_path: &Path, opts: &Options, log: Log) -> Result<()> {
         }
     }
     let requested: BTreeSet<String> = reqs.iter().map(|r| r.name.to_string()).collect();
-    let chosen = Resolver::new(&sources, &target, &policy, reqs).resolve()?;
+    let builder = build::Builder::new(&dest, &sources, &target, no_index, opts.build_timeout);
+    let chosen = Resolver::new(&sources, &target, &policy, reqs, Some(&builder)).resolve()?;
     if hash_mode {
         if let Some(c) = chosen.iter().find(|c| !policy.hashes.contains_key(&c.name)) {
             return err(format!(
@@ -477,6 +484,7 @@ pub fn install(dest_path: &Path, opts: &Options, log: Log) -> Result<()> {
     apply(
         &dest,
         &sources,
+        &builder,
         no_index,
         opts.flags(),
         chosen,
@@ -559,9 +567,43 @@ fn install_lock(
             });
             break;
         }
+        // A locked sdist is built again (or its wheel taken from the
+        // build cache, keyed by the sdist's sha256).
+        if let (None, Some(sd)) = (&pick, &p.sdist) {
+            let file = sd
+                .name
+                .clone()
+                .or_else(|| {
+                    sd.url
+                        .as_deref()
+                        .or(sd.path.as_deref())
+                        .and_then(|u| u.rsplit('/').next())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            let Some(sha) = sd.hashes.sha256.clone() else {
+                return err(format!("{}: {file} has no sha256: refused", path.display()));
+            };
+            let fits = target::sdist_name(&file)
+                .is_some_and(|(n, v)| n == name && v == version)
+                && build::buildable(&file);
+            if fits {
+                pick = Some(FileInfo {
+                    filename: file,
+                    url: sd.url.clone(),
+                    local: sd.path.as_ref().map(|p| dir.join(p)),
+                    sha256: Some(sha.to_ascii_lowercase()),
+                    requires_python: None,
+                    yanked: false,
+                    metadata_sha256: None,
+                    size: sd.size,
+                    source: p.index.clone().unwrap_or_default(),
+                });
+            }
+        }
         let Some(wheel) = pick else {
             return err(format!(
-                "cannot install {} {version} from {}: it lists no pure-Python wheel (py3-none-any); building from source distributions is not supported yet",
+                "cannot install {} {version} from {}: it lists neither a pure-Python wheel (py3-none-any) nor a source distribution pynbox can build",
                 p.name,
                 path.display()
             ));
@@ -587,8 +629,9 @@ fn install_lock(
     } else {
         Vec::new()
     };
+    let builder = build::Builder::new(dest, sources, target, offline, flags.build_timeout);
     apply(
-        dest, sources, offline, flags, chosen, &requested, &remove, log,
+        dest, sources, &builder, offline, flags, chosen, &requested, &remove, log,
     )
 }
 
@@ -636,6 +679,7 @@ fn console_script(dist: &str, ep: &wheel::EntryPoint) -> String {
 fn apply(
     dest: &Dest,
     sources: &Sources,
+    builder: &build::Builder,
     offline: bool,
     flags: Flags,
     chosen: Vec<Chosen>,
@@ -664,9 +708,18 @@ fn apply(
     if todo.is_empty() && remove.is_empty() {
         return finish(dest, flags.no_preinit, log);
     }
+    // Every wheel, downloaded or built, before DEST changes at all.
     let mut paths = Vec::new();
-    for (_, c) in &todo {
-        paths.push(sources.fetch(&c.wheel, offline)?);
+    for (_, c) in todo.iter_mut() {
+        if c.wheel.filename.ends_with(".whl") {
+            paths.push((sources.fetch(&c.wheel, offline)?, c.wheel.filename.clone()));
+            continue;
+        }
+        let sdist = sources.fetch(&c.wheel, offline)?;
+        if c.wheel.size.is_none() {
+            c.wheel.size = std::fs::metadata(&sdist).map(|m| m.len()).ok();
+        }
+        paths.push(builder.wheel(&c.wheel, &c.name, &c.version)?);
     }
     dest.dir
         .create_dir_all(".staging")
@@ -697,7 +750,7 @@ fn stage_and_commit(
     dest: &Dest,
     stage_name: &str,
     todo: &[(String, Chosen)],
-    paths: &[PathBuf],
+    paths: &[(PathBuf, String)],
     previous: &BTreeMap<String, Receipt>,
     requested: &BTreeSet<String>,
     remove: &[String],
@@ -708,7 +761,7 @@ fn stage_and_commit(
         .create_dir(stage_name)
         .map_err(|e| PackageError(format!("creating a staging directory: {e}")))?;
     let mut staged_all = Vec::new();
-    for ((rname, c), path) in todo.iter().zip(paths) {
+    for ((rname, c), (path, label)) in todo.iter().zip(paths) {
         let sub = format!("{stage_name}/{}", c.name);
         dest.dir
             .create_dir(&sub)
@@ -722,14 +775,7 @@ fn stage_and_commit(
                 .get(rname)
                 .and_then(|r| r.pypi.as_ref())
                 .is_some_and(|o| o.requested);
-        let s = wheel::stage(
-            path,
-            &c.name,
-            &c.version,
-            &c.wheel.filename,
-            &dir,
-            was_requested,
-        )?;
+        let s = wheel::stage(path, &c.name, &c.version, label, &dir, was_requested)?;
         for e in &s.skipped {
             log(&format!(
                 "  {}: not installed: {e} (a host script)",

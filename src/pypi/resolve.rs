@@ -22,6 +22,7 @@ use pubgrub::{
 };
 use version_ranges::Ranges;
 
+use super::build::{self, Builder};
 use super::index::{FileInfo, Sources};
 use super::target::{normalize, sdist_name, Target, WheelName};
 use super::wheel::{parse_metadata, wheel_metadata, Metadata};
@@ -46,11 +47,13 @@ impl fmt::Display for Pkg {
     }
 }
 
-/// One release of a distribution, with the wheel pynbox would install.
+/// One release of a distribution, with the wheel pynbox would install,
+/// or else the sdist it would build.
 #[derive(Clone, Debug)]
 struct Release {
     version: Version,
     wheel: Option<FileInfo>,
+    sdist: Option<FileInfo>,
     /// Files of this release pynbox cannot install (sdists, platform
     /// wheels), for the message when nothing else is left.
     others: Vec<String>,
@@ -80,6 +83,8 @@ pub struct Policy {
 pub struct Chosen {
     pub name: String,
     pub version: Version,
+    /// The file to install: a pure wheel, or (when the release has none)
+    /// an sdist that `build` makes one from.
     pub wheel: FileInfo,
     /// Normalized names of the chosen distributions it requires.
     pub depends: Vec<String>,
@@ -90,6 +95,9 @@ pub struct Resolver<'a> {
     target: &'a Target,
     policy: &'a Policy,
     root: Vec<Requirement>,
+    /// Builds sdists of releases without a pure wheel; without one (for
+    /// build requirements), only wheels are used.
+    builder: Option<&'a Builder<'a>>,
     releases: RefCell<HashMap<String, Rc<Vec<Release>>>>,
     metadata: RefCell<HashMap<(String, Version), Rc<Metadata>>>,
     /// Why a distribution has nothing installable in the asked range.
@@ -116,12 +124,14 @@ impl<'a> Resolver<'a> {
         target: &'a Target,
         policy: &'a Policy,
         root: Vec<Requirement>,
+        builder: Option<&'a Builder<'a>>,
     ) -> Self {
         Resolver {
             sources,
             target,
             policy,
             root,
+            builder,
             releases: Default::default(),
             metadata: Default::default(),
             unusable: Default::default(),
@@ -165,6 +175,7 @@ impl<'a> Resolver<'a> {
                 .or_insert_with(|| Release {
                     version,
                     wheel: None,
+                    sdist: None,
                     others: Vec::new(),
                     yanked: true,
                 });
@@ -173,12 +184,28 @@ impl<'a> Resolver<'a> {
             if usable && f.sha256.is_some() {
                 // A release is yanked when all its usable files are.
                 if rel.wheel.as_ref().is_none_or(|w| w.yanked && !f.yanked) {
-                    rel.yanked = f.yanked;
                     rel.wheel = Some(f);
+                }
+            } else if self.builder.is_some()
+                && !f.filename.ends_with(".whl")
+                && build::buildable(&f.filename)
+                && f.sha256.is_some()
+            {
+                if rel.sdist.as_ref().is_none_or(|s| s.yanked && !f.yanked) {
+                    rel.sdist = Some(f);
                 }
             } else {
                 rel.others.push(f.filename);
             }
+        }
+        // Wheels are preferred, as pip prefers them: the sdist of a
+        // release is used only when it has no pure wheel.
+        for rel in by_version.values_mut() {
+            rel.yanked = match (&rel.wheel, &rel.sdist) {
+                (Some(w), _) => w.yanked,
+                (None, Some(s)) => s.yanked,
+                (None, None) => true,
+            };
         }
         let v: Rc<Vec<Release>> = Rc::new(by_version.into_values().collect());
         self.releases
@@ -192,17 +219,21 @@ impl<'a> Resolver<'a> {
         if let Some(m) = self.metadata.borrow().get(&key) {
             return Ok(m.clone());
         }
-        let wheel = rel
-            .wheel
-            .as_ref()
-            .expect("only releases with a wheel are chosen");
-        let m = match self.sources.fetch_metadata(wheel, self.policy.offline)? {
-            Some(data) => parse_metadata(&data)
-                .map_err(|e| PackageError(format!("{}: {e}", wheel.filename)))?,
-            None => {
-                let path = self.sources.fetch(wheel, self.policy.offline)?;
-                wheel_metadata(&path, name, &wheel.filename)?
-            }
+        let (wheel, builder) = match (&rel.wheel, &rel.sdist, self.builder) {
+            (Some(w), ..) => (w, None),
+            (None, Some(s), Some(b)) => (s, Some(b)),
+            _ => unreachable!("only releases with a wheel or a buildable sdist are chosen"),
+        };
+        let m = match builder {
+            Some(b) => b.metadata(wheel, name, &rel.version)?,
+            None => match self.sources.fetch_metadata(wheel, self.policy.offline)? {
+                Some(data) => parse_metadata(&data)
+                    .map_err(|e| PackageError(format!("{}: {e}", wheel.filename)))?,
+                None => {
+                    let path = self.sources.fetch(wheel, self.policy.offline)?;
+                    wheel_metadata(&path, name, &wheel.filename)?
+                }
+            },
         };
         if normalize(&m.name) != name
             || m.version.parse::<Version>().ok().as_ref() != Some(&rel.version)
@@ -347,7 +378,7 @@ impl<'a> Resolver<'a> {
         let pins = pinned.get(name);
         let fits: Vec<&Release> = releases
             .iter()
-            .filter(|r| range.contains(&r.version) && r.wheel.is_some())
+            .filter(|r| range.contains(&r.version) && (r.wheel.is_some() || r.sdist.is_some()))
             .filter(|r| !r.yanked || pins.is_some_and(|p| p.contains(&r.version)))
             .collect();
         if let Some(pref) = self.policy.preferences.get(name) {
@@ -393,7 +424,11 @@ impl<'a> Resolver<'a> {
                         places.join(", ")
                     }
                 ))
-            } else if !in_range.is_empty() && in_range.iter().all(|r| r.wheel.is_none()) {
+            } else if !in_range.is_empty()
+                && in_range
+                    .iter()
+                    .all(|r| r.wheel.is_none() && r.sdist.is_none())
+            {
                 // What the newest release in the range offers instead:
                 // its sdist by name, its platform wheels counted.
                 let newest = in_range.last().expect("in_range is not empty");
@@ -415,7 +450,12 @@ impl<'a> Resolver<'a> {
                     ));
                 }
                 Some(format!(
-                    "has no pure-Python wheel (py3-none-any) in the range asked for: {name} {} offers only {offered}; building from source distributions is not supported yet",
+                    "has no pure-Python wheel (py3-none-any){} in the range asked for: {name} {} offers only {offered}",
+                    if self.builder.is_some() {
+                        " or source distribution pynbox can build (.tar.gz, .zip)"
+                    } else {
+                        " (build requirements are installed from wheels only)"
+                    },
                     newest.version
                 ))
             } else {
@@ -532,7 +572,11 @@ impl<'a> Resolver<'a> {
             out.push(Chosen {
                 name: name.clone(),
                 version: v.clone(),
-                wheel: rel.wheel.clone().expect("chosen releases have a wheel"),
+                wheel: rel
+                    .wheel
+                    .clone()
+                    .or_else(|| rel.sdist.clone())
+                    .expect("chosen releases have a wheel or an sdist"),
                 depends,
             });
         }

@@ -130,7 +130,7 @@ fn check_central_directory(f: &mut std::fs::File, label: &str) -> Result<()> {
     Ok(())
 }
 
-fn open_zip(path: &Path, label: &str) -> Result<zip::ZipArchive<std::fs::File>> {
+pub(super) fn open_zip(path: &Path, label: &str) -> Result<zip::ZipArchive<std::fs::File>> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| PackageError(format!("opening {}: {e}", path.display())))?;
     check_central_directory(&mut f, label)?;
@@ -145,7 +145,7 @@ fn open_zip(path: &Path, label: &str) -> Result<zip::ZipArchive<std::fs::File>> 
 }
 
 /// The entry name of index `i`, checked: UTF-8, a safe relative path.
-fn entry_name(
+pub(super) fn entry_name(
     z: &mut zip::ZipArchive<std::fs::File>,
     i: usize,
     label: &str,
