@@ -472,6 +472,46 @@ fn static_metadata(archive: &Path, label: &str) -> Result<Option<Metadata>> {
         .map_err(|e| PackageError(format!("{label}: PKG-INFO: {e}")))
 }
 
+/// Whether a wheel built in the sandbox can be installed there: a pure
+/// one, or one tagged for the sandbox itself (`cp313-cp313-wasi_0_0_0_wasm32`).
+/// The second is what setuptools makes for a project that declares C
+/// extensions with a pure fallback (PyYAML): the compiler failed, the
+/// fallback was taken, yet the wheel is tagged as a platform wheel. Its
+/// content is checked for native code separately ([`native_files`]).
+fn fits_sandbox(w: &WheelName) -> bool {
+    if w.usable() {
+        return true;
+    }
+    let cp = format!("cp3{}", super::target::PYTHON_MINOR);
+    let py_ok = w.python.split('.').any(|t| t == cp || t == "py3");
+    let abi_ok = w.abi.split('.').any(|t| t == cp || t == "abi3" || t == "none");
+    let plat_ok = w
+        .platform
+        .split('.')
+        .any(|t| t == "any" || (t.starts_with("wasi") && t.ends_with("wasm32")));
+    py_ok && abi_ok && plat_ok
+}
+
+/// The files of a wheel that are native code (extension modules, shared
+/// or static libraries, WebAssembly modules), which the sandbox's
+/// interpreter could not load: it has no dynamic loading.
+fn native_files(path: &Path, label: &str) -> Result<Vec<String>> {
+    let mut z = wheel::open_zip(path, label)?;
+    let mut out = Vec::new();
+    for i in 0..z.len() {
+        let (name, is_dir) = wheel::entry_name(&mut z, i, label)?;
+        let lower = name.to_ascii_lowercase();
+        let native = [".so", ".pyd", ".dylib", ".dll", ".a", ".wasm"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+            || lower.contains(".so.");
+        if native && !is_dir {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a small regular file that a build may have written (not a link:
 /// the guest cannot make one, but the file is treated as hostile anyway).
 fn read_small(path: &Path) -> Option<Vec<u8>> {
@@ -551,7 +591,7 @@ impl<'a> Builder<'a> {
         for e in std::fs::read_dir(&dir).ok()?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let is_file = e.file_type().is_ok_and(|t| t.is_file());
-            if is_file && WheelName::parse(&name).is_some_and(|w| w.usable()) {
+            if is_file && WheelName::parse(&name).is_some_and(|w| fits_sandbox(&w)) {
                 let found = (e.path(), name);
                 self.built.borrow_mut().insert(sha, found.clone());
                 return Some(found);
@@ -830,12 +870,17 @@ impl<'a> Builder<'a> {
                 "{cannot}: its backend made {file}, not a wheel of {name} {version}: refused"
             ));
         }
-        if !w.usable() {
+        if !fits_sandbox(&w) {
             return err(format!(
-                "{cannot}: its backend made {file}, a wheel for a platform (compiled code); only pure-Python wheels can be installed"
+                "{cannot}: its backend made {file}, a wheel for another platform; only pure-Python wheels can be installed"
             ));
         }
         let path = out.join(file);
+        if let Some(native) = native_files(&path, file)?.first() {
+            return err(format!(
+                "{cannot}: its backend made {file}, which holds compiled code ({native}) that the sandbox cannot load"
+            ));
+        }
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if size > MAX_WHEEL {
             return err(format!("{cannot}: the wheel it made is larger than {} MiB", MAX_WHEEL >> 20));
