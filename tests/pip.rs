@@ -753,9 +753,10 @@ fn sdist_only_dependencies_are_refused_naming_the_chain() {
     middle.meta = "Requires-Dist: native>=1";
     idx.wheel(&top);
     idx.wheel(&middle);
+    // An sdist pynbox does not build (only .tar.gz and .zip are).
     idx.add(
         "native",
-        IndexFile::new("native-1.0.tar.gz", b"not really".to_vec()),
+        IndexFile::new("native-1.0.tar.bz2", b"not really".to_vec()),
     );
     let mut plat = WheelSpec::new("native", "1.0");
     plat.tag = "cp313-cp313-manylinux_2_17_x86_64";
@@ -775,7 +776,7 @@ fn sdist_only_dependencies_are_refused_naming_the_chain() {
         "{e}"
     );
     assert!(
-        e.contains("native 1.0 offers only native-1.0.tar.gz and 1 wheel for other platforms"),
+        e.contains("native 1.0 offers only native-1.0.tar.bz2 and 1 wheel for other platforms"),
         "{e}"
     );
     let out = pip(
@@ -1109,4 +1110,388 @@ fn a_cut_download_is_resumed() {
             .collect();
         assert!(left.is_empty(), "{left:?}");
     }
+}
+
+/// A source distribution `name-version.tar.gz`: `files` below its
+/// top-level directory `name-version/`, plus a PKG-INFO of Metadata-Version
+/// `mv` with `meta` lines. Paths are written into the tar headers as they
+/// are (so a test can write hostile ones); `links` are symbolic links.
+fn sdist_with(
+    name: &str,
+    version: &str,
+    mv: &str,
+    meta: &str,
+    files: &[(String, Vec<u8>)],
+    links: &[(&str, &str)],
+) -> IndexFile {
+    let top = format!("{name}-{version}");
+    let mut entries: Vec<(String, Vec<u8>)> = vec![(
+        format!("{top}/PKG-INFO"),
+        format!("Metadata-Version: {mv}\nName: {name}\nVersion: {version}\n{meta}\n").into_bytes(),
+    )];
+    for (p, d) in files {
+        let p = if p.starts_with("../") || p.starts_with('/') {
+            p.clone()
+        } else {
+            format!("{top}/{p}")
+        };
+        entries.push((p, d.clone()));
+    }
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    let raw_name = |h: &mut tar::Header, p: &str| {
+        let name = &mut h.as_old_mut().name;
+        name.fill(0);
+        name[..p.len()].copy_from_slice(p.as_bytes());
+    };
+    for (p, d) in &entries {
+        let mut h = tar::Header::new_ustar();
+        raw_name(&mut h, p);
+        h.set_size(d.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, d.as_slice()).unwrap();
+    }
+    for (p, to) in links {
+        let mut h = tar::Header::new_ustar();
+        raw_name(&mut h, &format!("{top}/{p}"));
+        h.set_size(0);
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_link_name(to).unwrap();
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+    }
+    let data = b.into_inner().unwrap().finish().unwrap();
+    IndexFile::new(&format!("{name}-{version}.tar.gz"), data)
+}
+
+/// A PEP 517 backend in the sdist itself (`backend-path = ["."]`), so no
+/// setuptools is needed: it zips `src/` into a pure wheel whose METADATA
+/// has `requires`, after running `before` (the test's Python code, at
+/// the start of `build_wheel`).
+fn in_tree_backend(
+    name: &str,
+    version: &str,
+    requires: &str,
+    before: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let backend = format!(
+        r#"import base64, hashlib, os, zipfile
+NAME, VERSION = {name:?}, {version:?}
+
+def _hash(data):
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+{before}
+    files = {{}}
+    for root, dirs, names in os.walk("src"):
+        for n in names:
+            p = os.path.join(root, n)
+            with open(p, "rb") as f:
+                files[os.path.relpath(p, "src")] = f.read()
+    di = NAME + "-" + VERSION + ".dist-info"
+    files[di + "/METADATA"] = ("Metadata-Version: 2.1\nName: " + NAME + "\nVersion: " + VERSION + "\n" + {requires:?} + "\n").encode()
+    files[di + "/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: test-backend\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = "".join(p + "," + _hash(d) + "," + str(len(d)) + "\n" for p, d in files.items())
+    files[di + "/RECORD"] = (record + di + "/RECORD,,\n").encode()
+    wheel = NAME + "-" + VERSION + "-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, wheel), "w") as z:
+        for p, d in files.items():
+            z.writestr(p, d)
+    return wheel
+"#
+    );
+    vec![
+        (
+            "pyproject.toml".into(),
+            b"[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n"
+                .to_vec(),
+        ),
+        ("backend.py".into(), backend.into_bytes()),
+        (
+            format!("src/{name}/__init__.py"),
+            format!("VERSION = {version:?}\n").into_bytes(),
+        ),
+    ]
+}
+
+/// What the hostile build below tries, each recorded in the wheel it
+/// makes: reading the host's /etc/passwd, a socket, writing outside its
+/// scratch directories.
+const PROBES: &str = r#"    results = {}
+    def attempt(label, f):
+        try:
+            results[label] = "done: " + repr(f())[:200]
+        except BaseException as e:
+            results[label] = "error: " + type(e).__name__
+    attempt("passwd", lambda: open("/etc/passwd").read())
+    def sock():
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.connect(("127.0.0.1", 80))
+    attempt("socket", sock)
+    attempt("root", lambda: open("/python/pwned.txt", "w").write("x"))
+    attempt("env", lambda: open("/build/env/pwned.txt", "w").write("x"))
+    attempt("subprocess", lambda: __import__("subprocess").run(["sh", "-c", "id"]))
+    with open("src/hello/probes.py", "w") as f:
+        f.write("RESULTS = " + repr(results) + "\n")
+"#;
+
+/// An sdist-only release is built inside the sandbox: its metadata
+/// (dynamic: Metadata-Version 2.1) by a build during resolution, its
+/// dependency resolved from that, its hostile attempts refused by the
+/// sandbox; the wheel is cached under the sdist's sha256, the lock records
+/// the sdist, and an offline install from the lock takes the cached wheel.
+#[test]
+fn an_sdist_is_built_inside_the_sandbox_cached_and_locked() {
+    let idx = Index::start(true);
+    idx.wheel(&WheelSpec::new("wasidep", "1.0"));
+    idx.add(
+        "hello",
+        sdist_with(
+            "hello",
+            "1.0",
+            "2.1",
+            "",
+            &in_tree_backend("hello", "1.0", "Requires-Dist: wasidep", PROBES),
+            &[("docs/README", "../backend.py")],
+        ),
+    );
+    let (_d, dest) = fresh_dest();
+    let cache = tempfile::tempdir().unwrap();
+    let out = pip(
+        &dest,
+        cache.path(),
+        &["install", "hello", "--index-url", &idx.url],
+    );
+    assert_ok(&out);
+    let e = text(&out.stderr);
+    assert_eq!(e.matches("building hello 1.0").count(), 1, "{e}");
+    assert!(e.contains("installed wasidep 1.0"), "{e}");
+    let out = run_py(
+        &dest,
+        "import hello, wasidep, hello.probes as p\nfor k, v in sorted(p.RESULTS.items()): print(k, v)",
+    );
+    assert_ok(&out);
+    let probes = text(&out.stdout);
+    eprintln!("{probes}");
+    for line in [
+        "passwd error: FileNotFoundError",
+        "root error: ",
+        "env error: ",
+        "socket error: ",
+        "subprocess error: ",
+    ] {
+        assert!(probes.contains(line), "{line:?} not in:\n{probes}");
+    }
+    assert!(!probes.contains("done"), "{probes}");
+    assert!(!dest.join("root/python/pwned.txt").exists());
+    let lock = std::fs::read_to_string(dest.join("pylock.toml")).unwrap();
+    assert!(
+        lock.contains("[packages.sdist]\nname = \"hello-1.0.tar.gz\""),
+        "{lock}"
+    );
+    let saved = _d.path().join("pylock.toml");
+    std::fs::write(&saved, &lock).unwrap();
+    drop(idx);
+    // Offline, from the caches: the built wheel is not built again.
+    let (_d2, other) = fresh_dest();
+    let out = pip(
+        &other,
+        cache.path(),
+        &["sync", "--no-index", &saved.display().to_string()],
+    );
+    assert_ok(&out);
+    assert!(
+        !text(&out.stderr).contains("building"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_ok(&run_py(&other, "import hello, wasidep"));
+}
+
+/// Build requirements are resolved from the index as wheels and installed
+/// into a throwaway environment (not DEST), with what the backend's
+/// get_requires_for_build_wheel adds; PKG-INFO 2.2 is read for resolution
+/// without a build.
+#[test]
+fn build_requirements_are_fetched_as_wheels_into_a_throwaway_environment() {
+    let idx = Index::start(false);
+    let mut backend = WheelSpec::new("minibackend", "1.0");
+    let tree = in_tree_backend("tool", "2.0", "", "    import buildhelper");
+    let code = String::from_utf8(tree[1].1.clone())
+        .unwrap()
+        .replace("    return []\n", "    return [\"buildhelper>=1\"]\n");
+    backend.files = vec![("minibackend/__init__.py".into(), code.into_bytes())];
+    idx.wheel(&backend);
+    let mut helper = WheelSpec::new("buildhelper", "1.0");
+    helper.files = vec![("buildhelper.py".into(), b"".to_vec())];
+    idx.wheel(&helper);
+    let mut files = tree;
+    files[0].1 =
+        b"[build-system]\nrequires = [\"minibackend>=1\"]\nbuild-backend = \"minibackend\"\n"
+            .to_vec();
+    files.remove(1);
+    idx.add("tool", sdist_with("tool", "2.0", "2.2", "", &files, &[]));
+    let (_d, dest) = fresh_dest();
+    let cache = tempfile::tempdir().unwrap();
+    let out = pip(
+        &dest,
+        cache.path(),
+        &["install", "tool", "--index-url", &idx.url],
+    );
+    assert_ok(&out);
+    let freeze = text(&pip(&dest, cache.path(), &["freeze"]).stdout);
+    assert_eq!(
+        freeze, "tool==2.0\n",
+        "the build environment leaked into DEST"
+    );
+    assert_ok(&run_py(&dest, "import tool; assert tool.VERSION == '2.0'"));
+    // Without the extra requirement on the index, the build cannot start.
+    idx.files.lock().unwrap().remove("buildhelper");
+    let (_d2, other) = fresh_dest();
+    let cache2 = tempfile::tempdir().unwrap();
+    let e = fails_with(
+        &pip(
+            &other,
+            cache2.path(),
+            &["install", "tool", "--index-url", &idx.url],
+        ),
+        "build requirements: cannot install buildhelper",
+    );
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+/// Hostile or failing sdists: a `../` member and a link out of the tree
+/// refused before any build; a build that never ends stopped by
+/// --build-timeout; one that needs a C compiler explained in one line.
+/// DEST is unchanged each time.
+#[test]
+fn hostile_and_failing_sdists_leave_dest_unchanged() {
+    let idx = Index::start(true);
+    let mut escape = in_tree_backend("escape", "1.0", "", "");
+    escape.push(("../escaped.txt".into(), b"x".to_vec()));
+    idx.add(
+        "escape",
+        sdist_with("escape", "1.0", "2.2", "", &escape, &[]),
+    );
+    idx.add(
+        "linker",
+        sdist_with(
+            "linker",
+            "1.0",
+            "2.2",
+            "",
+            &in_tree_backend("linker", "1.0", "", ""),
+            &[("passwd", "../../../../etc/passwd")],
+        ),
+    );
+    idx.add(
+        "forever",
+        sdist_with(
+            "forever",
+            "1.0",
+            "2.2",
+            "",
+            &in_tree_backend("forever", "1.0", "", "    while True:\n        pass"),
+            &[],
+        ),
+    );
+    // What setuptools does for a C extension: announce it and spawn the
+    // compiler, which WASI cannot.
+    let compile = "    print(\"running build_ext\")\n    print(\"building 'fast' extension\")\n    import subprocess\n    subprocess.check_call([\"cc\", \"-c\", \"fast.c\"])";
+    idx.add(
+        "native",
+        sdist_with(
+            "native",
+            "1.0",
+            "2.2",
+            "",
+            &in_tree_backend("native", "1.0", "", compile),
+            &[],
+        ),
+    );
+    let (_d, dest) = fresh_dest();
+    let cache = tempfile::tempdir().unwrap();
+    let before = snapshot(&dest);
+    let e = fails_with(
+        &pip(
+            &dest,
+            cache.path(),
+            &["install", "escape", "--index-url", &idx.url],
+        ),
+        "unsafe path '../escaped.txt' in the source distribution: refused",
+    );
+    assert!(!e.contains("  | "), "a build ran:\n{e}");
+    fails_with(
+        &pip(
+            &dest,
+            cache.path(),
+            &["install", "linker", "--index-url", &idx.url],
+        ),
+        "is a link to '../../../../etc/passwd', outside the source tree: refused",
+    );
+    let started = std::time::Instant::now();
+    let e = fails_with(
+        &pip(
+            &dest,
+            cache.path(),
+            &["install", "forever", "--index-url", &idx.url, "--build-timeout", "3"],
+        ),
+        "cannot build forever 1.0 from its source distribution inside the sandbox: the build ran past its time limit of 3 s",
+    );
+    assert!(started.elapsed().as_secs() < 60, "{e}");
+    let e = fails_with(
+        &pip(&dest, cache.path(), &["install", "native", "--index-url", &idx.url]),
+        "cannot build native 1.0 from its source distribution inside the sandbox: the build needs a C compiler (the sandbox has none)",
+    );
+    eprintln!("{e}");
+    assert!(e.contains("  | building 'fast' extension"), "{e}");
+    assert_eq!(
+        e.lines().filter(|l| l.starts_with("pynbox:")).count(),
+        1,
+        "{e}"
+    );
+    // DEST/cache is the machine-code cache that loading the building
+    // interpreter may fill: not part of what is installed.
+    let installed = |s: Vec<(PathBuf, String)>| -> Vec<(PathBuf, String)> {
+        s.into_iter()
+            .filter(|(p, _)| !p.starts_with("cache"))
+            .collect()
+    };
+    let after = installed(snapshot(&dest));
+    let changed: Vec<_> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert!(after == installed(before), "DEST changed: {changed:?}");
+    assert!(!_d.path().join("escaped.txt").exists());
+}
+
+/// MarkupSafe publishes no wheel for wasi: its sdist is built in the
+/// sandbox, where its C speedups cannot compile and it falls back to pure
+/// Python (`cargo test --release --test pip -- --ignored`).
+#[test]
+#[ignore = "needs the internet (pypi.org)"]
+fn real_pypi_markupsafe_from_its_sdist() {
+    let (_d, dest) = fresh_dest();
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = pynbox();
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        c.env("SSL_CERT_FILE", f);
+    }
+    let out = c
+        .env("PYNBOX_PYPI_CACHE", cache.path())
+        .args(["pip", "--dest"])
+        .arg(&dest)
+        .args(["install", "markupsafe", "--no-preinit"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(text(&out.stderr).contains("building markupsafe"));
+    let out = run_py(&dest, "import markupsafe; print(markupsafe.escape('<a>'))");
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout).trim(), "&lt;a&gt;");
 }

@@ -141,15 +141,19 @@ impl BuildSystem {
         let backend = match backend {
             Some(b) => b,
             // PEP 518 requires without a backend: setuptools' legacy path.
-            None => return Ok(BuildSystem {
-                requires: requires.unwrap_or(legacy.requires),
-                ..legacy
-            }),
+            None => {
+                return Ok(BuildSystem {
+                    requires: requires.unwrap_or(legacy.requires),
+                    ..legacy
+                })
+            }
         };
         let ident = |s: &str| {
             !s.is_empty()
                 && s.split('.').all(|p| {
-                    p.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                    p.chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphabetic() || c == '_')
                         && p.chars().all(|c| c.is_alphanumeric() || c == '_')
                 })
         };
@@ -484,7 +488,10 @@ fn fits_sandbox(w: &WheelName) -> bool {
     }
     let cp = format!("cp3{}", super::target::PYTHON_MINOR);
     let py_ok = w.python.split('.').any(|t| t == cp || t == "py3");
-    let abi_ok = w.abi.split('.').any(|t| t == cp || t == "abi3" || t == "none");
+    let abi_ok = w
+        .abi
+        .split('.')
+        .any(|t| t == cp || t == "abi3" || t == "none");
     let plat_ok = w
         .platform
         .split('.')
@@ -612,11 +619,17 @@ impl<'a> Builder<'a> {
             return Ok(found);
         }
         let Some(entry) = Self::cache_entry(sdist) else {
-            return err(format!("{}: the index gives no sha256: refused", sdist.filename));
+            return err(format!(
+                "{}: the index gives no sha256: refused",
+                sdist.filename
+            ));
         };
         let archive = self.sources.fetch(sdist, self.offline)?;
         let started = Instant::now();
-        eprintln!("building {name} {version} from {} inside the sandbox", sdist.filename);
+        eprintln!(
+            "building {name} {version} from {} inside the sandbox",
+            sdist.filename
+        );
         let scratch = Scratch(std::env::temp_dir().join(format!("pynbox-build-{}", random_hex())));
         let (wheel_path, env) = self.build(&archive, &sdist.filename, name, version, &scratch.0)?;
         let file = wheel_path
@@ -634,15 +647,19 @@ impl<'a> Builder<'a> {
             let _ = std::fs::remove_dir_all(&tmp);
             // Another pynbox may have cached the same build meanwhile.
             if self.cached(sdist).is_none() {
-                return err(format!("caching the wheel built from {}: {e}", sdist.filename));
+                return err(format!(
+                    "caching the wheel built from {}: {e}",
+                    sdist.filename
+                ));
             }
         }
-        eprintln!(
-            "built {file} in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        self.cached(sdist)
-            .ok_or_else(|| PackageError(format!("the wheel built from {} is not in the cache", sdist.filename)))
+        eprintln!("built {file} in {:.1} s", started.elapsed().as_secs_f64());
+        self.cached(sdist).ok_or_else(|| {
+            PackageError(format!(
+                "the wheel built from {} is not in the cache",
+                sdist.filename
+            ))
+        })
     }
 
     /// Installs build requirements (wheels only) into `env`, returning one
@@ -677,15 +694,20 @@ impl<'a> Builder<'a> {
         for c in chosen {
             let path = self.sources.fetch(&c.wheel, self.offline)?;
             let sub = format!("stage-{}", c.name);
-            dir.create_dir(&sub).map_err(io("creating the build environment"))?;
-            let stage = dir.open_dir(&sub).map_err(io("opening the build environment"))?;
-            let staged = wheel::stage(&path, &c.name, &c.version, &c.wheel.filename, &stage, false)?;
+            dir.create_dir(&sub)
+                .map_err(io("creating the build environment"))?;
+            let stage = dir
+                .open_dir(&sub)
+                .map_err(io("opening the build environment"))?;
+            let staged =
+                wheel::stage(&path, &c.name, &c.version, &c.wheel.filename, &stage, false)?;
             // Merged into one site-packages; the first wheel's file wins.
             for (_, rel) in &staged.files {
                 if let Some(p) = rel.strip_prefix(&format!("{SITE_PACKAGES}/")) {
                     let to = format!("{SITE_PACKAGES}/{p}");
                     if let Some((parent, _)) = to.rsplit_once('/') {
-                        dir.create_dir_all(parent).map_err(io("building the environment"))?;
+                        dir.create_dir_all(parent)
+                            .map_err(io("building the environment"))?;
                     }
                     let _ = stage.rename(rel, &dir, &to);
                 }
@@ -705,7 +727,11 @@ impl<'a> Builder<'a> {
         }
         let runtime = Runtime::new(Some(self.dest.path().join("cache")))
             .map_err(|e| PackageError(format!("starting the build sandbox: {e}")))?;
-        let path = self.dest.path().join("root").join(PYTHON.trim_start_matches('/'));
+        let path = self
+            .dest
+            .path()
+            .join("root")
+            .join(PYTHON.trim_start_matches('/'));
         let program = runtime
             .load_file(&path)
             .map_err(|e| PackageError(format!("loading {}: {e}", path.display())))?;
@@ -760,7 +786,8 @@ impl<'a> Builder<'a> {
             });
         for (host, guest, rw) in mounts {
             let _ = std::fs::create_dir_all(&host);
-            sandbox = sandbox.mount(MountSpec::new(host, guest, rw).map_err(|e| fail(e.to_string()))?);
+            sandbox =
+                sandbox.mount(MountSpec::new(host, guest, rw).map_err(|e| fail(e.to_string()))?);
         }
         let r = sandbox.run().map_err(|e| fail(e.to_string()))?;
         let mut text = String::from_utf8_lossy(&r.stdout).into_owned();
@@ -787,17 +814,22 @@ impl<'a> Builder<'a> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         let pyproject = match read_small(&top.join("pyproject.toml")) {
-            Some(d) => Some(String::from_utf8(d).map_err(|_| {
-                PackageError(format!("{label}: pyproject.toml is not UTF-8"))
-            })?),
+            Some(d) => Some(
+                String::from_utf8(d)
+                    .map_err(|_| PackageError(format!("{label}: pyproject.toml is not UTF-8")))?,
+            ),
             None if top.join("pyproject.toml").exists() => {
-                return err(format!("{label}: pyproject.toml is not a small regular file: refused"))
+                return err(format!(
+                    "{label}: pyproject.toml is not a small regular file: refused"
+                ))
             }
             None => None,
         };
         let bs = BuildSystem::parse(pyproject.as_deref(), label)?;
         let deadline = Instant::now() + self.timeout;
-        let cannot = format!("cannot build {name} {version} from its source distribution inside the sandbox");
+        let cannot = format!(
+            "cannot build {name} {version} from its source distribution inside the sandbox"
+        );
         let explain = |status: Status, output: String| -> PackageError {
             let lines: Vec<&str> = output.lines().collect();
             for l in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
@@ -863,7 +895,9 @@ impl<'a> Builder<'a> {
             ));
         };
         let Some(w) = WheelName::parse(file) else {
-            return err(format!("{cannot}: its backend made '{file}', not a wheel name"));
+            return err(format!(
+                "{cannot}: its backend made '{file}', not a wheel name"
+            ));
         };
         if w.name != normalize(name) || &w.version != version {
             return err(format!(
@@ -883,7 +917,10 @@ impl<'a> Builder<'a> {
         }
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if size > MAX_WHEEL {
-            return err(format!("{cannot}: the wheel it made is larger than {} MiB", MAX_WHEEL >> 20));
+            return err(format!(
+                "{cannot}: the wheel it made is larger than {} MiB",
+                MAX_WHEEL >> 20
+            ));
         }
         Ok((path, env_record))
     }
@@ -898,8 +935,11 @@ mod tests {
         let legacy = BuildSystem::parse(None, "x").unwrap();
         assert_eq!(legacy.backend, "setuptools.build_meta:__legacy__");
         assert_eq!(legacy.requires, vec!["setuptools>=40.8.0"]);
-        let only_requires =
-            BuildSystem::parse(Some("[build-system]\nrequires = [\"setuptools\", \"wheel\"]\n"), "x").unwrap();
+        let only_requires = BuildSystem::parse(
+            Some("[build-system]\nrequires = [\"setuptools\", \"wheel\"]\n"),
+            "x",
+        )
+        .unwrap();
         assert_eq!(only_requires.backend, "setuptools.build_meta:__legacy__");
         assert_eq!(only_requires.requires, vec!["setuptools", "wheel"]);
         let flit = BuildSystem::parse(

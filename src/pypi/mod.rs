@@ -584,8 +584,7 @@ fn install_lock(
             let Some(sha) = sd.hashes.sha256.clone() else {
                 return err(format!("{}: {file} has no sha256: refused", path.display()));
             };
-            let fits = target::sdist_name(&file)
-                .is_some_and(|(n, v)| n == name && v == version)
+            let fits = target::sdist_name(&file).is_some_and(|(n, v)| n == name && v == version)
                 && build::buildable(&file);
             if fits {
                 pick = Some(FileInfo {
