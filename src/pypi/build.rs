@@ -11,15 +11,18 @@
 //! read-only at `/build/env`, and only scratch directories writable: the
 //! unpacked copy of the source at `/build/src`, the output at `/build/out`
 //! and `/build/tmp`. There is no network (WASI has no sockets), no
-//! subprocess, and the usual limits (memory, output, `--build-timeout`).
+//! subprocess, and the usual limits (memory, output, `--build-timeout`),
+//! in a child `pynbox run` so that the second wall (Landlock, seccomp)
+//! stands around it too.
 //!
 //! What comes out is not trusted either: it must be a pure-Python wheel
-//! (`*-none-any`) of the distribution and version asked for, and it is
+//! (`*-none-any`, or tagged for the sandbox itself with no native file in
+//! it) of the distribution and version asked for, and it is
 //! then checked whole against its RECORD like any downloaded wheel. Built
 //! wheels are cached under the sdist's sha256, so a second install (or an
 //! offline `sync`) does not build again.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,10 +37,9 @@ use super::index::{cache_dir, FileInfo, Sources, MAX_WHEEL};
 use super::resolve::{Policy, Resolver};
 use super::target::{normalize, Target, WheelName};
 use super::wheel::{self, parse_metadata, Metadata, SITE_PACKAGES};
-use crate::install::{random_hex, Dest, PYTHON};
-use crate::mounts::MountSpec;
+use crate::install::{random_hex, Dest};
 use crate::packages::{check_path, PackageError, Result};
-use crate::runtime::{Input, Limits, Output, Program, Runtime, Sandbox, Status};
+use crate::runtime::Status;
 
 /// The default wall-clock limit of one build (`--build-timeout`).
 pub const DEFAULT_TIMEOUT: u64 = 600;
@@ -545,7 +547,6 @@ pub struct Builder<'a> {
     target: &'a Target,
     offline: bool,
     timeout: Duration,
-    program: OnceCell<Program>,
     /// Built wheels of this command, by sdist sha256.
     built: RefCell<HashMap<String, (PathBuf, String)>>,
 }
@@ -564,7 +565,6 @@ impl<'a> Builder<'a> {
             target,
             offline,
             timeout: Duration::from_secs(timeout_secs.unwrap_or(DEFAULT_TIMEOUT)),
-            program: OnceCell::new(),
             built: RefCell::default(),
         }
     }
@@ -721,24 +721,14 @@ impl<'a> Builder<'a> {
         Ok(record)
     }
 
-    fn program(&self) -> Result<&Program> {
-        if let Some(p) = self.program.get() {
-            return Ok(p);
-        }
-        let runtime = Runtime::new(Some(self.dest.path().join("cache")))
-            .map_err(|e| PackageError(format!("starting the build sandbox: {e}")))?;
-        let path = self
-            .dest
-            .path()
-            .join("root")
-            .join(PYTHON.trim_start_matches('/'));
-        let program = runtime
-            .load_file(&path)
-            .map_err(|e| PackageError(format!("loading {}: {e}", path.display())))?;
-        Ok(self.program.get_or_init(|| program))
-    }
-
-    /// Runs one PEP 517 hook in the sandbox; its answer (JSON), or why not.
+    /// Runs one PEP 517 hook in the sandbox; its answer (JSON), or how the
+    /// run ended and what it printed.
+    ///
+    /// The hook runs in a child `pynbox run` (this very executable), not
+    /// in this process: the backend is arbitrary code, so it gets the
+    /// second wall that `pynbox run` raises (Landlock and seccomp around
+    /// the whole process, `docs/SECURITY.md`) besides Wasmtime and the
+    /// mounts, and its limits are those of the CLI, watchdog included.
     fn hook(
         &self,
         hook: &str,
@@ -751,51 +741,56 @@ impl<'a> Builder<'a> {
         if left.is_zero() {
             return Err((Status::TimeLimit, String::new()));
         }
+        let fail = |e: String| (Status::Crashed(e.clone()), e);
         let out = scratch.join("out");
         let _ = std::fs::remove_file(out.join(".pynbox-hook.json"));
-        let fail = |e: String| (Status::Crashed(e.clone()), e);
-        let program = self.program().map_err(|e| fail(e.0))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| fail(format!("finding the pynbox executable: {e}")))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("run");
         let mounts = [
-            (self.dest.path().join("root"), "/", false),
-            (scratch.join("env").join(SITE_PACKAGES), "/build/env", false),
-            (scratch.join("src"), "/build/src", true),
-            (out, "/build/out", true),
-            (scratch.join("tmp"), "/build/tmp", true),
+            (self.dest.path().join("root"), "/", "ro"),
+            (scratch.join("env").join(SITE_PACKAGES), "/build/env", "ro"),
+            (scratch.join("src"), "/build/src", "rw"),
+            (out, "/build/out", "rw"),
+            (scratch.join("tmp"), "/build/tmp", "rw"),
         ];
-        let mut sandbox = Sandbox::new(program)
-            .arg0("python")
-            .args([
-                "-c",
-                DRIVER,
-                hook,
-                &format!("/build/src/{src}"),
-                &bs.backend,
-                &serde_json::to_string(&bs.backend_path).unwrap_or_default(),
-            ])
-            .env("TMPDIR", "/build/tmp")
-            .env("HOME", "/build/tmp")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Input::Null)
-            .stdout(Output::Capture)
-            .stderr(Output::Capture)
-            .limits(Limits {
-                memory: Some(MEMORY),
-                timeout: Some(left),
-                max_output: Some(MAX_BUILD_OUTPUT),
-                ..Limits::default()
-            });
-        for (host, guest, rw) in mounts {
-            let _ = std::fs::create_dir_all(&host);
-            sandbox =
-                sandbox.mount(MountSpec::new(host, guest, rw).map_err(|e| fail(e.to_string()))?);
+        for (host, guest, mode) in mounts {
+            std::fs::create_dir_all(&host)
+                .map_err(|e| fail(format!("creating {}: {e}", host.display())))?;
+            // HOST:GUEST:MODE is split at its last two colons, so a host
+            // path with colons is fine.
+            let mut spec = host.into_os_string();
+            spec.push(format!(":{guest}:{mode}"));
+            cmd.arg("-m").arg(spec);
         }
-        let r = sandbox.run().map_err(|e| fail(e.to_string()))?;
+        cmd.arg("--cache-dir")
+            .arg(self.dest.path().join("cache"))
+            .args(["--memory", &format!("{}M", MEMORY >> 20)])
+            .args(["--timeout", &format!("{:.3}", left.as_secs_f64())])
+            .args(["--max-output", &format!("{}M", MAX_BUILD_OUTPUT >> 20)])
+            .args(["-E", "TMPDIR=/build/tmp", "-E", "HOME=/build/tmp"])
+            .args(["-E", "PYTHONDONTWRITEBYTECODE=1"])
+            .args(["--", "python", "-c", DRIVER, hook])
+            .arg(format!("/build/src/{src}"))
+            .arg(&bs.backend)
+            .arg(serde_json::to_string(&bs.backend_path).unwrap_or_default())
+            .stdin(std::process::Stdio::null());
+        let r = cmd
+            .output()
+            .map_err(|e| fail(format!("starting pynbox run: {e}")))?;
         let mut text = String::from_utf8_lossy(&r.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&r.stderr));
-        match r.status {
-            Status::Exited(0) => Ok(read_small(&scratch.join("out").join(".pynbox-hook.json"))),
-            other => Err((other, text)),
-        }
+        // `pynbox run`'s exit statuses (`Status::exit_code`).
+        let status = match r.status.code() {
+            Some(0) => return Ok(read_small(&scratch.join("out").join(".pynbox-hook.json"))),
+            Some(124) => Status::TimeLimit,
+            Some(137) => Status::MemoryLimit,
+            Some(153) => Status::OutputLimit,
+            Some(n) => Status::Exited(n),
+            None => Status::Crashed("pynbox run was killed".into()),
+        };
+        Err((status, text))
     }
 
     /// Unpacks and builds; the wheel (in the scratch directory) and the
