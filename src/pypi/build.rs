@@ -955,6 +955,144 @@ mod tests {
         }
     }
 
+    /// A .tar.gz of raw entries: (path written into the header as is,
+    /// entry type, data); a PAX record `path` when given.
+    fn targz(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (path, kind, data, pax) in entries {
+            if let Some(p) = pax {
+                b.append_pax_extensions([("path", p.as_bytes())]).unwrap();
+            }
+            let mut h = tar::Header::new_ustar();
+            let name = &mut h.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_size(data.len() as u64);
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn unpack_bytes(file: &str, data: &[u8]) -> (tempfile::TempDir, Result<PathBuf>) {
+        let d = tempfile::tempdir().unwrap();
+        let archive = d.path().join(file);
+        std::fs::write(&archive, data).unwrap();
+        let r = unpack(&archive, file, &d.path().join("out"));
+        (d, r)
+    }
+
+    #[test]
+    fn sdists_unpack_only_inside_their_scratch_directory() {
+        use tar::EntryType as T;
+        let (d, top) = unpack_bytes(
+            "p-1.0.tar.gz",
+            &targz(&[
+                (
+                    "p-1.0/PKG-INFO",
+                    T::Regular,
+                    b"Metadata-Version: 2.2
+",
+                    None,
+                ),
+                (
+                    "x",
+                    T::Regular,
+                    b"print()
+",
+                    Some("p-1.0/a/long/path.py"),
+                ),
+                ("p-1.0/docs", T::Directory, b"", None),
+            ]),
+        );
+        let top = top.unwrap();
+        assert_eq!(top, d.path().join("out/p-1.0"));
+        assert_eq!(
+            std::fs::read(top.join("a/long/path.py")).unwrap(),
+            b"print()
+"
+        );
+        // A PAX path is checked like a header's.
+        let (d, r) = unpack_bytes(
+            "p-1.0.tar.gz",
+            &targz(&[("p-1.0/ok", T::Regular, b"x", Some("p-1.0/../../evil"))]),
+        );
+        assert!(r.unwrap_err().0.contains("unsafe path"));
+        assert!(!d.path().join("evil").exists());
+        for (entries, what) in [
+            (
+                vec![("/etc/evil", T::Regular, &b"x"[..], None)],
+                "unsafe path",
+            ),
+            (
+                vec![("p-1.0/null", T::Char, &b""[..], None)],
+                "devices and pipes",
+            ),
+            (
+                vec![("p-1.0/fifo", T::Fifo, &b""[..], None)],
+                "devices and pipes",
+            ),
+            (
+                vec![
+                    ("a-1.0/x", T::Regular, &b"x"[..], None),
+                    ("b-1.0/y", T::Regular, &b"y"[..], None),
+                ],
+                "one top-level directory",
+            ),
+        ] {
+            let (_d, r) = unpack_bytes("p-1.0.tar.gz", &targz(&entries));
+            let e = r.unwrap_err().0;
+            assert!(e.contains(what), "{what}: {e}");
+        }
+        let (_d, r) = unpack_bytes("p-1.0.tar.gz", b"not gzip");
+        assert!(r.is_err());
+        // A legacy .zip sdist.
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default();
+        w.start_file("z-1.0/setup.py", opts).unwrap();
+        std::io::Write::write_all(&mut w, b"pass\n").unwrap();
+        let data = w.finish().unwrap().into_inner();
+        let (_d, top) = unpack_bytes("z-1.0.zip", &data);
+        assert!(top.unwrap().join("setup.py").is_file());
+    }
+
+    #[test]
+    fn pkg_info_is_used_only_when_static() {
+        use tar::EntryType as T;
+        let check = |pkg_info: &[u8]| {
+            let (d, _) = unpack_bytes("p-1.0.tar.gz", b"");
+            let archive = d.path().join("p-1.0.tar.gz");
+            std::fs::write(
+                &archive,
+                targz(&[("p-1.0/PKG-INFO", T::Regular, pkg_info, None)]),
+            )
+            .unwrap();
+            static_metadata(&archive, "p-1.0.tar.gz").unwrap()
+        };
+        let m =
+            check(b"Metadata-Version: 2.2\nName: p\nVersion: 1.0\nRequires-Dist: q>=1\n").unwrap();
+        assert_eq!(m.requires_dist, vec!["q>=1"]);
+        assert!(check(b"Metadata-Version: 2.1\nName: p\nVersion: 1.0\n").is_none());
+        assert!(
+            check(b"Metadata-Version: 2.4\nName: p\nVersion: 1.0\nDynamic: Requires-Dist\n")
+                .is_none()
+        );
+        assert!(
+            check(b"Metadata-Version: 2.4\nName: p\nVersion: 1.0\nDynamic: license\n").is_some()
+        );
+    }
+
+    #[test]
+    fn wheels_fit_the_sandbox_when_pure_or_tagged_for_it() {
+        let fits = |f: &str| fits_sandbox(&WheelName::parse(f).unwrap());
+        assert!(fits("a-1.0-py3-none-any.whl"));
+        assert!(fits("pyyaml-6.0.4-cp313-cp313-wasi_0_0_0_wasm32.whl"));
+        assert!(!fits("a-1.0-cp313-cp313-linux_x86_64.whl"));
+        assert!(!fits("a-1.0-cp312-cp312-wasi_0_0_0_wasm32.whl"));
+    }
+
     #[test]
     fn links_must_stay_inside_the_tree() {
         assert!(stays_inside("pkg-1.0/docs", "../README"));
