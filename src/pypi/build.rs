@@ -701,7 +701,8 @@ impl<'a> Builder<'a> {
                 .map_err(io("opening the build environment"))?;
             let staged =
                 wheel::stage(&path, &c.name, &c.version, &c.wheel.filename, &stage, false)?;
-            // Merged into one site-packages; the first wheel's file wins.
+            // Merged into one site-packages: a later wheel's file replaces
+            // an earlier one's, as installing them one by one would.
             for (_, rel) in &staged.files {
                 if let Some(p) = rel.strip_prefix(&format!("{SITE_PACKAGES}/")) {
                     let to = format!("{SITE_PACKAGES}/{p}");
