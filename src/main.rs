@@ -125,6 +125,11 @@ struct IndexArgs {
     /// Accept a plain http:// index on any host (loopback is always accepted).
     #[arg(long)]
     allow_insecure_http: bool,
+}
+
+/// How a change to DEST is carried out (install and sync).
+#[derive(Args)]
+struct ChangeArgs {
     /// Do not make the pre-initialised python again after the change (it
     /// takes about 20 s): runs start without it until `pynbox install DEST`.
     #[arg(long)]
@@ -152,6 +157,8 @@ enum PipCmd {
         constraint_files: Vec<PathBuf>,
         #[command(flatten)]
         index: IndexArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
         /// Install only the named distributions, not what they require.
         #[arg(long)]
         no_deps: bool,
@@ -186,16 +193,8 @@ enum PipCmd {
         no_index: bool,
         #[arg(long)]
         allow_insecure_http: bool,
-        /// Do not make the pre-initialised python again (see install --help).
-        #[arg(long)]
-        no_preinit: bool,
-        /// Do not compile .pyc files at install (inside the sandbox).
-        #[arg(long)]
-        no_compile: bool,
-        /// Wall-clock limit in seconds of one source distribution's build
-        /// inside the sandbox [default: 600].
-        #[arg(long, value_name = "SECONDS")]
-        build_timeout: Option<u64>,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
     /// List the distributions installed from indexes.
     List,
@@ -425,6 +424,7 @@ fn pip(a: PipArgs) -> ExitCode {
             requirement_files,
             constraint_files,
             index,
+            change,
             no_deps,
             upgrade,
             pre,
@@ -442,9 +442,9 @@ fn pip(a: PipArgs) -> ExitCode {
                 upgrade,
                 pre,
                 allow_insecure_http: index.allow_insecure_http,
-                no_preinit: index.no_preinit,
-                no_compile: index.no_compile,
-                build_timeout: index.build_timeout,
+                no_preinit: change.no_preinit,
+                no_compile: change.no_compile,
+                build_timeout: change.build_timeout,
                 require_hashes,
             };
             pynbox::pypi::install(dest, &opts, &mut log)
@@ -458,18 +458,16 @@ fn pip(a: PipArgs) -> ExitCode {
             lock,
             no_index,
             allow_insecure_http,
-            no_preinit,
-            no_compile,
-            build_timeout,
+            change,
         } => pynbox::pypi::sync(
             dest,
             &lock,
             no_index,
             allow_insecure_http,
             pynbox::pypi::Flags {
-                no_preinit,
-                no_compile,
-                build_timeout,
+                no_preinit: change.no_preinit,
+                no_compile: change.no_compile,
+                build_timeout: change.build_timeout,
             },
             &mut log,
         ),

@@ -975,30 +975,31 @@ fn hash_checking_mode_needs_every_distribution_pinned_and_hashed() {
     );
 }
 
+/// `pynbox pip --dest DEST install REQS...` from the real PyPI, with a
+/// download cache of its own (TLS-inspecting networks: set SSL_CERT_FILE).
+fn real_pypi_install(dest: &Path, reqs: &[&str]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = pynbox();
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        c.env("SSL_CERT_FILE", f);
+    }
+    c.env("PYNBOX_PYPI_CACHE", cache.path())
+        .args(["pip", "--dest"])
+        .arg(dest)
+        .arg("install")
+        .args(reqs)
+        .arg("--no-preinit")
+        .output()
+        .unwrap()
+}
+
 /// The real PyPI, when the network allows: `cargo test --release --test
 /// pip -- --ignored` (TLS-inspecting networks: set SSL_CERT_FILE).
 #[test]
 #[ignore = "needs the internet (pypi.org)"]
 fn real_pypi_requests_attrs_dateutil() {
     let (_d, dest) = fresh_dest();
-    let cache = tempfile::tempdir().unwrap();
-    let mut c = pynbox();
-    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
-        c.env("SSL_CERT_FILE", f);
-    }
-    let out = c
-        .env("PYNBOX_PYPI_CACHE", cache.path())
-        .args(["pip", "--dest"])
-        .arg(&dest)
-        .args([
-            "install",
-            "requests",
-            "attrs",
-            "python-dateutil",
-            "--no-preinit",
-        ])
-        .output()
-        .unwrap();
+    let out = real_pypi_install(&dest, &["requests", "attrs", "python-dateutil"]);
     assert_ok(&out);
     let out = run_py(
         &dest,
@@ -1477,18 +1478,7 @@ fn hostile_and_failing_sdists_leave_dest_unchanged() {
 #[ignore = "needs the internet (pypi.org)"]
 fn real_pypi_markupsafe_from_its_sdist() {
     let (_d, dest) = fresh_dest();
-    let cache = tempfile::tempdir().unwrap();
-    let mut c = pynbox();
-    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
-        c.env("SSL_CERT_FILE", f);
-    }
-    let out = c
-        .env("PYNBOX_PYPI_CACHE", cache.path())
-        .args(["pip", "--dest"])
-        .arg(&dest)
-        .args(["install", "markupsafe", "--no-preinit"])
-        .output()
-        .unwrap();
+    let out = real_pypi_install(&dest, &["markupsafe"]);
     assert_ok(&out);
     assert!(text(&out.stderr).contains("building markupsafe"));
     let out = run_py(&dest, "import markupsafe; print(markupsafe.escape('<a>'))");
