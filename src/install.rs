@@ -8,7 +8,7 @@
 //! those up.
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -261,92 +261,29 @@ fn http_get_small(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>> {
     err(format!("cannot fetch {url}: {last}"))
 }
 
-/// Downloads `url` to `dest`, resuming a partial `dest.part` with a Range
-/// request and retrying transient failures, with progress on stderr.
-/// `expected` is the size the index gives (never 0): more is refused.
+/// Downloads `url` to `dest` through `dest.part`, which keeps what a
+/// download cut short got so that the next attempt (in this install or the
+/// next) resumes it (see [`crate::download::resumable`]). `expected` is the
+/// size the index gives (never 0): more is refused.
 fn download(agent: &ureq::Agent, url: &str, dest: &Path, expected: u64) -> Result<()> {
     let part = dest.with_extension("zst.part");
     let name = dest.file_name().unwrap().to_string_lossy().into_owned();
-    let mut last = String::new();
-    for attempt in 0..5 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(500 << attempt.min(4)));
-        }
-        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        if expected > 0 && have == expected {
-            break;
-        }
-        let mut req = agent.get(url);
-        if have > 0 {
-            req = req.header("Range", &format!("bytes={have}-"));
-        }
-        let mut resp = match req.call() {
-            Ok(r) => r,
-            Err(e) => {
-                last = e.to_string();
-                continue;
-            }
-        };
-        let (mut file, start) = match resp.status().as_u16() {
-            206 => (
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&part)
-                    .map_err(io_err("opening the partial download"))?,
-                have,
-            ),
-            200 => (
-                std::fs::File::create(&part).map_err(io_err("creating the download"))?,
-                0,
-            ),
-            404 => return err(format!("{url}: not found (404)")),
-            s => {
-                last = format!("HTTP status {s}");
-                continue;
-            }
-        };
-        let mut progress = Progress::new(&format!("downloading {name}"), expected);
-        let mut reader = resp.body_mut().as_reader();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut n = start;
-        let res: std::io::Result<()> = loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(k) => {
-                    if let Err(e) = file.write_all(&buf[..k]) {
-                        break Err(e);
-                    }
-                    n += k as u64;
-                    if expected > 0 && n > expected {
-                        break Err(std::io::Error::other(
-                            "the server sent more than the index says",
-                        ));
-                    }
-                    progress.update(n);
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        progress.finish();
-        match res {
-            Ok(()) if expected == 0 || n == expected => {
-                std::fs::rename(&part, dest).map_err(io_err("finishing the download"))?;
-                return Ok(());
-            }
-            Ok(()) => last = format!("the download stopped at {n} of {expected} bytes"),
-            Err(e) => last = e.to_string(),
-        }
-        if last.contains("more than the index") {
+    let mut out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)
+        .map_err(io_err("opening the partial download"))?;
+    match crate::download::resumable(agent, url, &mut out, &name, expected, Some(expected)) {
+        Ok(_) => std::fs::rename(&part, dest).map_err(io_err("finishing the download")),
+        // Kept to be resumed.
+        Err(e) if e.0.contains("run the install again") => Err(e),
+        Err(e) => {
             let _ = std::fs::remove_file(&part);
+            Err(e)
         }
     }
-    if expected > 0 && std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) == expected {
-        std::fs::rename(&part, dest).map_err(io_err("finishing the download"))?;
-        return Ok(());
-    }
-    err(format!(
-        "cannot download {url}: {last} (run the install again to resume)"
-    ))
 }
 
 /// A one-line progress display on stderr: redrawn on a terminal, a line

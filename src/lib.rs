@@ -16,6 +16,7 @@
 //! ```
 
 pub mod descriptors;
+mod download;
 pub mod fuzzing;
 pub mod install;
 pub mod lockdown;

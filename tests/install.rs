@@ -671,8 +671,18 @@ fn serve(
                 Some(from) => ("206 Partial Content", &data[from as usize..]),
                 None => ("200 OK", &data[..]),
             };
+            // A 206 says which bytes it holds (RFC 9110): pynbox resumes
+            // only from a Content-Range that starts where it asked.
+            let range_head = match range {
+                Some(from) => format!(
+                    "Content-Range: bytes {from}-{}/{}\r\n",
+                    data.len().saturating_sub(1),
+                    data.len()
+                ),
+                None => String::new(),
+            };
             let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\n{range_head}Content-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = s.write_all(head.as_bytes());
