@@ -58,6 +58,23 @@ pub struct LockWheel {
     pub hashes: Hashes,
 }
 
+impl LockWheel {
+    /// The file's name: as the lock gives it, else the last part of its
+    /// URL or path.
+    pub fn file_name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| {
+                self.url
+                    .as_deref()
+                    .or(self.path.as_deref())
+                    .and_then(|u| u.rsplit('/').next())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Hashes {
     #[serde(default)]

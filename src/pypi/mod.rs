@@ -527,77 +527,29 @@ fn install_lock(
                 p.name
             ));
         };
+        let source = p.index.clone().unwrap_or_default();
         let mut pick = None;
         for w in &p.wheels {
-            let file = w
-                .name
-                .clone()
-                .or_else(|| {
-                    w.url
-                        .as_deref()
-                        .and_then(|u| u.rsplit('/').next())
-                        .map(str::to_string)
-                })
-                .or_else(|| {
-                    w.path
-                        .as_deref()
-                        .and_then(|u| u.rsplit('/').next())
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
+            let file = w.file_name();
             let Some(wn) = WheelName::parse(&file) else {
                 continue;
             };
             if wn.name != name || wn.version != version || !wn.usable() {
                 continue;
             }
-            let Some(sha) = w.hashes.sha256.clone() else {
-                return err(format!("{}: {file} has no sha256: refused", path.display()));
-            };
-            pick = Some(FileInfo {
-                filename: file,
-                url: w.url.clone(),
-                local: w.path.as_ref().map(|p| dir.join(p)),
-                sha256: Some(sha.to_ascii_lowercase()),
-                requires_python: None,
-                yanked: false,
-                metadata_sha256: None,
-                size: w.size,
-                source: p.index.clone().unwrap_or_default(),
-            });
+            pick = Some(locked_file(w, file, path, dir, &source)?);
             break;
         }
         // A locked sdist is built again (or its wheel taken from the
         // build cache, keyed by the sdist's sha256).
         if let (None, Some(sd)) = (&pick, &p.sdist) {
-            let file = sd
-                .name
-                .clone()
-                .or_else(|| {
-                    sd.url
-                        .as_deref()
-                        .or(sd.path.as_deref())
-                        .and_then(|u| u.rsplit('/').next())
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
-            let Some(sha) = sd.hashes.sha256.clone() else {
-                return err(format!("{}: {file} has no sha256: refused", path.display()));
-            };
+            let file = sd.file_name();
             let fits = target::sdist_name(&file).is_some_and(|(n, v)| n == name && v == version)
                 && build::buildable(&file);
+            // A file without its hash is refused even when it does not fit.
+            let info = locked_file(sd, file, path, dir, &source)?;
             if fits {
-                pick = Some(FileInfo {
-                    filename: file,
-                    url: sd.url.clone(),
-                    local: sd.path.as_ref().map(|p| dir.join(p)),
-                    sha256: Some(sha.to_ascii_lowercase()),
-                    requires_python: None,
-                    yanked: false,
-                    metadata_sha256: None,
-                    size: sd.size,
-                    source: p.index.clone().unwrap_or_default(),
-                });
+                pick = Some(info);
             }
         }
         let Some(wheel) = pick else {
@@ -657,6 +609,34 @@ pub fn sync(
 
 /// The host script for a console script: a call of `bin/run` with a fixed
 /// guest command line, the entry point's names checked as identifiers
+/// The file a lock entry names, as the index would describe it: its sha256
+/// is required (a lock is only as good as its hashes).
+fn locked_file(
+    f: &lock::LockWheel,
+    file: String,
+    lock_path: &Path,
+    dir: &Path,
+    source: &str,
+) -> Result<FileInfo> {
+    let Some(sha) = f.hashes.sha256.as_deref() else {
+        return err(format!(
+            "{}: {file} has no sha256: refused",
+            lock_path.display()
+        ));
+    };
+    Ok(FileInfo {
+        sha256: Some(sha.to_ascii_lowercase()),
+        url: f.url.clone(),
+        local: f.path.as_ref().map(|p| dir.join(p)),
+        requires_python: None,
+        yanked: false,
+        metadata_sha256: None,
+        size: f.size,
+        source: source.to_string(),
+        filename: file,
+    })
+}
+
 /// (`wheel::parse_entry_points`) and quoted.
 fn console_script(dist: &str, ep: &wheel::EntryPoint) -> String {
     let first = ep.attr.split('.').next().unwrap_or(&ep.attr);
