@@ -4,13 +4,13 @@
 # host's half and the message forms are in src/session/mod.rs and
 # src/session/value.rs.
 
-import linecache
-import struct
+# Imported at start: only what start-up has already loaded, or is cheap
+# (linecache and traceback cost milliseconds; they load when needed).
 import sys
-import traceback
 import types
 
 import _pynbox_session as _link
+import _struct as struct
 
 _ANSWER, _HOST_CALL = 0, 1
 _MAX_DEPTH = 100
@@ -19,6 +19,29 @@ _F64 = struct.Struct("<d")
 _U32 = struct.Struct("<I")
 _main = sys.modules["__main__"].__dict__
 _calls = 0
+# Each call's source by file name, so that tracebacks show its lines.
+_sources = {}
+
+
+def _remember(filename, source):
+    _sources[filename] = source
+    linecache = sys.modules.get("linecache")
+    if linecache is not None:
+        _register(linecache, filename, source)
+
+
+def _register(linecache, filename, source):
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+
+
+def _format(e):
+    import linecache
+    import traceback
+
+    for filename, source in _sources.items():
+        if filename not in linecache.cache:
+            _register(linecache, filename, source)
+    return "".join(traceback.format_exception(e))
 
 
 def _put(out, tag, data):
@@ -179,7 +202,7 @@ def serve():
         _calls += 1
         # Named so that tracebacks show the lines (as IPython does).
         filename = f"<session:{_calls}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        _remember(filename, source)
         if op == b"x":
             exec(compile(source, filename, "exec"), _main)
             value = None
@@ -192,7 +215,7 @@ def serve():
         out = bytearray(b"e")
         try:
             message = str(e)
-            tb = "".join(traceback.format_exception(e))
+            tb = _format(e)
         except BaseException:
             message = tb = f"<{type(e).__name__} that cannot be shown>"
         for text in (_type_name(e), message, tb):

@@ -152,26 +152,30 @@ pub(super) fn restore(
     if body_len > (4 + max_pages * (4 + PAGE)) as u64 {
         return Err(corrupt("its contents are larger than its memory"));
     }
-    // At most body_len bytes come out, whatever the compressed stream says.
-    let body = zstd::bulk::decompress(c.0, body_len as usize)
+    // Streamed straight into the guest's memory: no copy of the pages in
+    // the host, and nothing read beyond what the framing declared.
+    let mut stream = zstd::stream::read::Decoder::new(c.0)
         .map_err(|e| corrupt(&format!("its pages do not decompress: {e}")))?;
-    if body.len() as u64 != body_len {
-        return Err(corrupt("its pages have the wrong size"));
-    }
-    let mut b = Cursor(&body);
-    let count = b.u32()? as usize;
-    if count > max_pages || body.len() != 4 + count * (4 + PAGE) {
+    let mut read = |buf: &mut [u8]| {
+        std::io::Read::read_exact(&mut stream, buf)
+            .map_err(|e| corrupt(&format!("its pages do not decompress: {e}")))
+    };
+    let mut word = [0u8; 4];
+    read(&mut word)?;
+    let count = u32::from_le_bytes(word) as usize;
+    if count > max_pages || body_len != (4 + count * (4 + PAGE)) as u64 {
         return Err(corrupt("its page count does not match"));
     }
+    let mut raw = vec![0u8; count * 4];
+    read(&mut raw)?;
     let mut numbers = Vec::with_capacity(count);
-    for _ in 0..count {
-        let n = b.u32()? as usize;
+    for w in raw.chunks_exact(4) {
+        let n = u32::from_le_bytes(w.try_into().unwrap()) as usize;
         if n >= max_pages || numbers.last().is_some_and(|&last| n <= last) {
             return Err(corrupt("its page numbers are out of order or range"));
         }
         numbers.push(n);
     }
-    let pages = b.0;
 
     let (mut session, _) = Session::instantiate(python, &python.interpreter, &options)?;
     let memory = session.memory;
@@ -187,10 +191,40 @@ pub(super) fn restore(
             ))
         })?;
     let mem = memory.data_mut(&mut session.store);
-    for (i, n) in numbers.iter().enumerate() {
-        mem[n * PAGE..(n + 1) * PAGE].copy_from_slice(&pages[i * PAGE..(i + 1) * PAGE]);
+    populate(mem, &numbers);
+    for n in numbers {
+        read(&mut mem[n * PAGE..(n + 1) * PAGE])?;
+    }
+    if std::io::Read::read(&mut stream, &mut [0u8; 1]).map_or(true, |n| n != 0) {
+        return Err(corrupt("its pages have the wrong size"));
     }
     Ok(session)
+}
+
+/// Faults in the pages about to be written, a run of them per system
+/// call: a page fault each costs more than the copy into it.
+fn populate(mem: &mut [u8], numbers: &[usize]) {
+    #[cfg(target_os = "linux")]
+    {
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        let mut i = 0;
+        while i < numbers.len() {
+            let mut j = i + 1;
+            while j < numbers.len() && numbers[j] == numbers[j - 1] + 1 {
+                j += 1;
+            }
+            let run = &mut mem[numbers[i] * PAGE..(numbers[j - 1] + 1) * PAGE];
+            // SAFETY: the range is memory this store owns and holds
+            // mutably; the call only faults its pages in (and fails
+            // harmlessly on kernels before 5.14).
+            unsafe {
+                libc::madvise(run.as_mut_ptr().cast(), run.len(), MADV_POPULATE_WRITE);
+            }
+            i = j;
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (mem, numbers);
 }
 
 #[cfg(test)]
@@ -234,6 +268,13 @@ mod tests {
         out
     }
 
+    /// `data` (a frame without its checksum) with a new checksum.
+    fn reframe(mut data: Vec<u8>) -> Vec<u8> {
+        let sum = blake3::hash(&data);
+        data.extend_from_slice(sum.as_bytes());
+        data
+    }
+
     fn pages(numbers: &[u32]) -> Vec<u8> {
         let mut b = (numbers.len() as u32).to_le_bytes().to_vec();
         for n in numbers {
@@ -249,7 +290,7 @@ mod tests {
             ..SessionOptions::default()
         };
         let e = restore(py, data, options).err().expect("must be refused");
-        assert!(e.to_string().contains(want), "{e}");
+        assert!(e.to_string().contains(want), "want {want}: {e}");
     }
 
     #[test]
@@ -297,11 +338,30 @@ mod tests {
             l,
             "larger than its memory",
         );
-        // A stream that decompresses to more than it declares.
-        refused(&py, &frame(&py, VERSION, 65536, 10, &ok), l, "decompress");
+        // Declared sizes that do not match the pages.
+        refused(&py, &frame(&py, VERSION, 65536, 10, &ok), l, "page count");
         refused(
             &py,
             &frame(&py, VERSION, 65536, ok.len() as u64 + 1, &ok),
+            l,
+            "page count",
+        );
+        // A stream that is not zstd, one cut short, one with more after.
+        let mut garbage = frame(&py, VERSION, 65536, ok.len() as u64, &[]);
+        let header = garbage.len() - 32 - zstd::bulk::compress(&[], 1).unwrap().len();
+        garbage.truncate(header);
+        garbage.extend_from_slice(&[0xAA; 50]);
+        refused(&py, &reframe(garbage), l, "decompress");
+        let packed = zstd::bulk::compress(&ok, 1).unwrap();
+        let mut short = frame(&py, VERSION, 65536, ok.len() as u64, &[]);
+        short.truncate(header);
+        short.extend_from_slice(&packed[..packed.len() / 2]);
+        refused(&py, &reframe(short), l, "decompress");
+        let mut longer = ok.clone();
+        longer.extend_from_slice(&[1; 100]);
+        refused(
+            &py,
+            &frame(&py, VERSION, 65536, ok.len() as u64, &longer),
             l,
             "wrong size",
         );
