@@ -871,9 +871,10 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
 }
 
 /// Compiles the package's wasm programs into DEST's cache now, so that no
-/// run waits for the compiler.
+/// run waits for the compiler: once for each way of stopping a guest
+/// (bin/run's, and the library's for sessions and embedders).
 fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
-    let Ok(runtime) = crate::Runtime::new(Some(dest.path().join("cache"))) else {
+    let Ok(runtimes) = crate::runtime::all_runtimes(Some(dest.path().join("cache"))) else {
         return;
     };
     for f in manifest.files.iter().filter(|f| f.path.ends_with(".wasm")) {
@@ -883,7 +884,7 @@ fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
             "  compiling /{} to machine code (once, at install)...",
             f.path
         );
-        match runtime.precompile_file(&path) {
+        match runtimes.iter().try_for_each(|r| r.precompile_file(&path)) {
             Ok(()) => log(&format!(
                 "compiled /{} in {:.1} s",
                 f.path,

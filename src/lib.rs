@@ -33,5 +33,6 @@ pub use descriptors::{parse_size, FdSource, FdSpec};
 pub use lockdown::LockDown;
 pub use mounts::{MountSpec, SpecError};
 pub use runtime::{
-    Error, ErrorKind, Input, Limits, Output, Program, RunResult, Runtime, Sandbox, Status,
+    Error, ErrorKind, Input, Interruption, Limits, Output, Program, RunResult, Runtime, Sandbox,
+    Status,
 };

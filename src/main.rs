@@ -684,7 +684,9 @@ fn run(a: RunArgs) -> ExitCode {
         }
         pynbox::runtime::timing("Landlock", t);
     }
-    let runtime = match Runtime::new(cache_dir) {
+    // One guest per process: no epoch checks in its code; the library
+    // ends the process at the time limit.
+    let runtime = match Runtime::with_interruption(cache_dir, pynbox::Interruption::EndProcess) {
         Ok(r) => r,
         Err(e) => return fail(e.kind(), e),
     };

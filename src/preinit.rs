@@ -72,7 +72,7 @@ pub fn preinitialize(
     on_guest_thread(|| {
         // The packages' code runs here too: it gets a time limit (and the
         // default memory limit) like any guest.
-        let mut store = new_store(&runtime.engine, setup.guest, Some(INIT_TIMEOUT));
+        let mut store = new_store(&runtime.engine, setup.guest, Some(INIT_TIMEOUT), true);
         let instance = program
             .pre
             .instantiate(&mut store)
@@ -171,7 +171,9 @@ pub fn refresh(
         .and_then(|_| write_atomically(&out, &snapshot))
         .map_err(|e| Error::internal(format!("cannot write {}: {e}", out.display())))?;
     // Written last: a snapshot without it is never used.
-    runtime.precompile_file(&out)?;
+    for r in crate::runtime::all_runtimes(Some(dest.join("cache")))? {
+        r.precompile_file(&out)?;
+    }
     write_atomically(&from, format!("{stamp}\n{identity}\n").as_bytes())
         .map_err(|e| Error::internal(format!("cannot write {}: {e}", from.display())))?;
     Ok(true)

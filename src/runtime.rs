@@ -126,6 +126,23 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// How the guests of a [`Runtime`] are stopped at their time limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interruption {
+    /// Checks compiled into the guest's code (Wasmtime's epochs, at every
+    /// function entry and loop head): any number of guests per process,
+    /// each stopped by itself at its own limit. [`Runtime::new`].
+    Epochs,
+    /// No checks in the code, so compute runs about 18% faster; the
+    /// process runs one guest at a time, and at a run's time limit the
+    /// library ends the whole process with status 124 after one line on
+    /// stderr (`pynbox: time limit of N s reached (--timeout)`), keeping
+    /// what the guest wrote to host descriptors and losing captured
+    /// output. For a process that exists to run one guest: the CLI.
+    /// Sessions need [`Interruption::Epochs`].
+    EndProcess,
+}
+
 /// Wasmtime configured for pynbox, with the system calls linked and a
 /// cache of compiled machine code. Create one per process and share it.
 #[derive(Clone)]
@@ -133,14 +150,25 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<Guest>>,
     cache_dir: Option<PathBuf>,
+    interruption: Interruption,
 }
 
 impl Runtime {
     /// A runtime whose compiled modules are cached in `cache_dir` (none:
-    /// compile every time).
+    /// compile every time), with [`Interruption::Epochs`].
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, Error> {
+        Runtime::with_interruption(cache_dir, Interruption::Epochs)
+    }
+
+    /// A runtime whose guests are stopped at their limit as `how` says.
+    /// Each way compiles its own machine code (both are cached).
+    pub fn with_interruption(
+        cache_dir: Option<PathBuf>,
+        how: Interruption,
+    ) -> Result<Runtime, Error> {
+        let epochs = how == Interruption::Epochs;
         let mut config = Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(epochs);
         config.max_wasm_stack(WASM_STACK);
         // Wasmtime checks this against the wasm stack even when, as here,
         // nothing runs asynchronously.
@@ -151,13 +179,20 @@ impl Runtime {
         wasi::add_to_linker(&mut linker)
             .and_then(|_| crate::session::add_to_linker(&mut linker))
             .map_err(|e| Error::internal(format!("cannot link the WASI calls: {e}")))?;
-        start_epoch_ticker(&engine);
+        if epochs {
+            start_epoch_ticker(&engine);
+        }
         raise_open_file_limit();
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
             cache_dir,
+            interruption: how,
         })
+    }
+
+    pub fn interruption(&self) -> Interruption {
+        self.interruption
     }
 
     /// The default cache directory: `$PYNBOX_CACHE_DIR`, else
@@ -203,7 +238,8 @@ impl Runtime {
     pub fn load_open_file(&self, name: &str, mut file: File) -> Result<Program, Error> {
         let t = Instant::now();
         let index = self.cache_dir.as_ref().and_then(|dir| {
-            let id = open_file_identity(&file)?;
+            // One entry per file and engine: each engine has its own code.
+            let id = format!("{} {}", open_file_identity(&file)?, self.engine_hash());
             Some(
                 dir.join("files")
                     .join(&blake3::hash(id.as_bytes()).to_hex()[..32]),
@@ -261,6 +297,7 @@ impl Runtime {
             pre,
             name: name.to_string(),
             id: id.to_string(),
+            interruption: self.interruption,
         })
     }
 
@@ -270,15 +307,19 @@ impl Runtime {
         self.load_file(path).map(|_| ())
     }
 
-    /// The cache key of a module whose [`Program::id`] is `id`.
-    fn cache_key(&self, id: &str) -> String {
+    /// The engine's settings, which decide whether compiled code fits it.
+    fn engine_hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        // The engine's settings decide whether a compiled module fits it.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
+        h.finish()
+    }
+
+    /// The cache key of a module whose [`Program::id`] is `id`.
+    fn cache_key(&self, id: &str) -> String {
         let mut key = blake3::Hasher::new();
         key.update(id.as_bytes());
-        key.update(&h.finish().to_le_bytes());
+        key.update(&self.engine_hash().to_le_bytes());
         key.update(env!("CARGO_PKG_VERSION").as_bytes());
         key.finalize().to_hex()[..32].to_string()
     }
@@ -344,6 +385,15 @@ impl Runtime {
         // by rename, never rewritten in place, so the mapping stays valid.
         unsafe { Module::deserialize_file(&self.engine, entry) }.ok()
     }
+}
+
+/// A runtime of each [`Interruption`], for compiling a program ahead for
+/// every way it may be run.
+pub fn all_runtimes(cache_dir: Option<PathBuf>) -> Result<Vec<Runtime>, Error> {
+    [Interruption::EndProcess, Interruption::Epochs]
+        .into_iter()
+        .map(|how| Runtime::with_interruption(cache_dir.clone(), how))
+        .collect()
 }
 
 /// Device, inode, size and modification and change times of an open file.
@@ -474,6 +524,7 @@ pub struct Program {
     pub(crate) pre: InstancePre<Guest>,
     name: String,
     id: String,
+    pub(crate) interruption: Interruption,
 }
 
 impl Program {
@@ -669,11 +720,19 @@ impl Sandbox {
     /// Runs the program to its end and reports how it ended.
     pub fn run(self) -> Result<RunResult, Error> {
         let pre = self.program.pre.clone();
+        let epochs = self.program.interruption == Interruption::Epochs;
+        let timeout = self.limits.timeout;
         let setup = self.setup()?;
         let engine = pre.module().engine().clone();
 
         let guest = setup.guest;
-        let status = on_guest_thread(move || run_guest(&engine, &pre, guest))?;
+        // Without epochs, nothing in the guest's code stops it: the process
+        // ends at the deadline (see Interruption::EndProcess).
+        let _watchdog = match guest.wasi.deadline {
+            Some(deadline) if !epochs => Some(end_process_at(deadline, timeout)),
+            _ => None,
+        };
+        let status = on_guest_thread(move || run_guest(&engine, &pre, guest, epochs))?;
         let take = |b: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
         Ok(RunResult {
             status,
@@ -757,6 +816,29 @@ pub(crate) fn on_guest_thread<T: Send>(
     })
 }
 
+/// Ends the process at `deadline` unless the returned sender is dropped
+/// first (the run ended).
+fn end_process_at(deadline: Instant, limit: Option<Duration>) -> std::sync::mpsc::Sender<()> {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let limit = limit.map_or(0.0, |t| t.as_secs_f64());
+    let spawned = std::thread::Builder::new()
+        .name("pynbox-time-limit".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(left) {
+                eprintln!("pynbox: time limit of {limit} s reached (--timeout)");
+                std::process::exit(124);
+            }
+        });
+    if spawned.is_err() {
+        // Without its watchdog the run could outlast its limit: refuse it.
+        eprintln!("pynbox: cannot start the time-limit thread");
+        std::process::exit(125);
+    }
+    done
+}
+
 /// A guest ready to start, and where its captured output goes.
 pub(crate) struct Setup {
     pub guest: Guest,
@@ -774,6 +856,7 @@ pub(crate) fn new_store(
     engine: &Engine,
     mut guest: Guest,
     timeout: Option<Duration>,
+    epochs: bool,
 ) -> Store<Guest> {
     // A limit too far away to represent is no limit.
     if let Some(d) = timeout.and_then(|t| Instant::now().checked_add(t)) {
@@ -781,6 +864,9 @@ pub(crate) fn new_store(
     }
     let mut store = Store::new(engine, guest);
     store.limiter(|g| &mut g.limiter);
+    if !epochs {
+        return store;
+    }
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|ctx| match ctx.data().wasi.deadline {
         Some(d) if Instant::now() >= d => Err(wasmtime::Error::new(Stop::Timeout)),
@@ -790,9 +876,14 @@ pub(crate) fn new_store(
     store
 }
 
-fn run_guest(engine: &Engine, pre: &InstancePre<Guest>, guest: Guest) -> Result<Status, Error> {
+fn run_guest(
+    engine: &Engine,
+    pre: &InstancePre<Guest>,
+    guest: Guest,
+    epochs: bool,
+) -> Result<Status, Error> {
     // The deadline is the guest's own, set when the sandbox was made.
-    let mut store = new_store(engine, guest, None);
+    let mut store = new_store(engine, guest, None, epochs);
     let t = Instant::now();
     let instance = match pre.instantiate(&mut store) {
         Ok(i) => i,

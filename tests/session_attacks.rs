@@ -177,3 +177,19 @@ fn a_guest_without_session_exports_is_refused_at_start() {
     .unwrap();
     assert!(e.to_string().contains("no session support"), "{e}");
 }
+
+#[test]
+fn sessions_refuse_a_runtime_that_ends_the_process_at_the_limit() {
+    // Without epoch checks, a call past its limit could only be stopped by
+    // ending the process: a session must not run there.
+    let runtime = Runtime::with_interruption(None, pynbox::Interruption::EndProcess).unwrap();
+    let wasm = wat::parse_str(HOSTILE).unwrap();
+    let program = runtime.load_bytes("hostile.wasm", &wasm).unwrap();
+    let e = Session::start(
+        &Python::new(program, None, "/h.wasm"),
+        SessionOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("epoch"), "{e}");
+}

@@ -248,10 +248,15 @@ impl Session {
         for (k, v) in &options.env {
             sandbox = sandbox.env(k, v);
         }
+        if program.interruption != crate::runtime::Interruption::Epochs {
+            return Err(Error::input(
+                "sessions need a runtime with epoch interruption (Runtime::new): a time limit must not end the process",
+            ));
+        }
         let mut setup = sandbox.setup()?;
         setup.guest.session = Some(Box::default());
         let engine = module.engine().clone();
-        let mut store = new_store(&engine, setup.guest, None);
+        let mut store = new_store(&engine, setup.guest, None, true);
         let instance = program.pre.instantiate(&mut store).map_err(|e| {
             if store.data().limiter.hit {
                 Error::input("the session needs more memory than its limit to start")
