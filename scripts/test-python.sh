@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The Python package's tests: builds the wheel (scripts/build-wheel.sh),
+# installs it with pytest into a virtualenv made with the system's python3
+# under ~/.cache/pynbox (outside the checkout), and runs python/tests/.
+# PYNBOX_HOME (where the wheel prepares its interpreter) is a directory of
+# the cache as well, so that the first-use install is made once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/pynbox
+scripts/build-wheel.sh
+wheel=$(ls target/wheels/pynbox-*.whl)
+
+venv=$cache/test-venv
+if [ ! -x "$venv/bin/pytest" ]; then
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet pytest
+fi
+"$venv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"
+
+export PYNBOX_HOME=${PYNBOX_TEST_HOME:-$cache/test-home}
+export PYNBOX_WHEEL=$PWD/$wheel
+# Outside the checkout, so that `import pynbox` is the installed wheel.
+cd python/tests
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@" .
