@@ -78,9 +78,17 @@ pub(crate) fn to_py_err(e: pynbox::Error) -> PyErr {
 }
 
 /// Runs `f` without the GIL, turning a panic into `pynbox.Error`.
-pub(crate) fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> PyResult<T> + Send) -> PyResult<T> {
+pub(crate) fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> PyResult<T> + Send,
+) -> PyResult<T> {
     py.detach(|| catch_unwind(AssertUnwindSafe(f)))
-        .unwrap_or_else(|p| Err(Error::new_err(format!("internal error in pynbox: {}", panic_text(&p)))))
+        .unwrap_or_else(|p| {
+            Err(Error::new_err(format!(
+                "internal error in pynbox: {}",
+                panic_text(&p)
+            )))
+        })
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -294,10 +302,10 @@ fn parse_timeout(v: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
             "timeout: a number of seconds, or None for no limit",
         ));
     }
-    let secs: f64 = v.extract().map_err(|_| {
-        PyTypeError::new_err("timeout: a number of seconds, or None for no limit")
-    })?;
-    if !(secs > 0.0) {
+    let secs: f64 = v
+        .extract()
+        .map_err(|_| PyTypeError::new_err("timeout: a number of seconds, or None for no limit"))?;
+    if secs.is_nan() || secs <= 0.0 {
         return Err(PyValueError::new_err(format!(
             "timeout: {secs} is not a limit: give a number of seconds greater than 0, or None for no limit"
         )));
@@ -400,9 +408,9 @@ fn run(
     let args: Vec<String> = if let Ok(code) = code_or_argv.cast::<PyString>() {
         vec!["-c".into(), code.to_cow()?.to_string()]
     } else if code_or_argv.is_instance_of::<PyList>() || code_or_argv.is_instance_of::<PyTuple>() {
-        code_or_argv.extract().map_err(|_| {
-            PyTypeError::new_err("code_or_argv: a list of str arguments for python")
-        })?
+        code_or_argv
+            .extract()
+            .map_err(|_| PyTypeError::new_err("code_or_argv: a list of str arguments for python"))?
     } else {
         return Err(PyTypeError::new_err(format!(
             "code_or_argv: Python code (a str) or python's arguments (a list of str), not {}",
@@ -481,7 +489,9 @@ fn install(
         vec![s.to_cow()?.to_string()]
     } else {
         packages.extract().map_err(|_| {
-            PyTypeError::new_err("packages: a list of package names (\"python\", \"lxml\", \"NAME=VERSION\")")
+            PyTypeError::new_err(
+                "packages: a list of package names (\"python\", \"lxml\", \"NAME=VERSION\")",
+            )
         })?
     };
     if packages.is_empty() {

@@ -44,8 +44,7 @@ fn prepare_install(
     if done.join("packages").is_dir() {
         return Ok(done);
     }
-    std::fs::create_dir_all(&base)
-        .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
     let lock_path = base.join(format!("{key}.lock"));
     let lock = File::options()
         .create(true)

@@ -15,8 +15,8 @@ use pyo3::types::{
 use pynbox::session::{CallError, CallErrorKind, Python as Interpreter, SessionOptions, Value};
 
 use crate::{
-    detached, runtime_for, settings, to_py_err, GuestError, MemoryLimit, OutputLimit,
-    SessionDead, TimeLimit,
+    detached, runtime_for, settings, to_py_err, GuestError, MemoryLimit, OutputLimit, SessionDead,
+    TimeLimit,
 };
 
 /// How deep a value may nest on its way between host and guest.
@@ -42,10 +42,7 @@ fn programs() -> &'static Mutex<HashMap<PathBuf, Interpreter>> {
 
 /// Called after an install: its interpreter may have changed.
 pub(crate) fn forget_programs() {
-    programs()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    programs().lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
 /// A value of the guest outside the interchange form, as its `repr()`.
@@ -135,10 +132,18 @@ fn to_value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         return Ok(Value::Bytes(b.to_vec()));
     }
     if let Ok(l) = v.cast::<PyList>() {
-        return l.iter().map(|x| to_value(&x, depth + 1)).collect::<PyResult<_>>().map(Value::List);
+        return l
+            .iter()
+            .map(|x| to_value(&x, depth + 1))
+            .collect::<PyResult<_>>()
+            .map(Value::List);
     }
     if let Ok(t) = v.cast::<PyTuple>() {
-        return t.iter().map(|x| to_value(&x, depth + 1)).collect::<PyResult<_>>().map(Value::List);
+        return t
+            .iter()
+            .map(|x| to_value(&x, depth + 1))
+            .collect::<PyResult<_>>()
+            .map(Value::List);
     }
     if let Ok(d) = v.cast::<PyDict>() {
         let mut out = Vec::with_capacity(d.len());
@@ -237,10 +242,7 @@ fn is_in_callback(slot: &Mutex<Option<ThreadId>>) -> bool {
 
 impl Inner {
     /// Runs `f` on the session, or raises `SessionDead` when it is closed.
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut pynbox::session::Session) -> PyResult<T>,
-    ) -> PyResult<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut pynbox::session::Session) -> PyResult<T>) -> PyResult<T> {
         if is_in_callback(&self.in_callback) {
             return Err(PyRuntimeError::new_err(
                 "a callback cannot call into the session that is calling it",

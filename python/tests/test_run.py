@@ -128,7 +128,7 @@ def test_bad_mounts(mounts, exc, match):
         ({"timeout": "10"}, TypeError, "timeout"),
         ({"env": {"A=B": "1"}}, ValueError, "variable name"),
         ({"env": {"A": 1}}, TypeError, "env"),
-        ({"env": ["A"]}, (TypeError, ValueError), ""),
+        ({"env": ["A"]}, (TypeError, ValueError), None),
         ({"stdin": 5}, TypeError, "stdin"),
     ],
 )
