@@ -26,6 +26,7 @@ pub mod preinit;
 pub mod pypi;
 pub mod recipes;
 pub mod runtime;
+pub mod session;
 pub mod wasi;
 
 pub use descriptors::{parse_size, FdSource, FdSpec};

@@ -53,7 +53,7 @@ pub fn preinitialize(
             "this interpreter cannot be pre-initialised: it lacks the {INIT} and {RESUME} exports (rebuild it with `pynbox build python`)"
         )));
     }
-    let program = runtime.link("python", module)?;
+    let program = runtime.link("python", module, "instrumented for pre-initialisation")?;
     let mut sandbox = Sandbox::new(&program)
         .arg0(arg0)
         .stdin(Input::Null)

@@ -81,12 +81,23 @@ impl From<crate::mounts::SpecError> for Error {
 /// The store data of one running guest.
 pub(crate) struct Guest {
     pub wasi: WasiCtx,
-    limiter: MemoryLimiter,
+    pub limiter: MemoryLimiter,
+    /// The host's side of a session's messages (src/session/); `None` in
+    /// a plain run, whose guest then cannot use them.
+    pub session: Option<Box<crate::session::Channel>>,
 }
 
-struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     max: usize,
-    hit: bool,
+    /// The guest was refused memory: a failure that follows is the limit's.
+    pub hit: bool,
+}
+
+impl MemoryLimiter {
+    /// The most linear memory the guest may have, in bytes.
+    pub fn max(&self) -> usize {
+        self.max
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -138,6 +149,7 @@ impl Runtime {
             .map_err(|e| Error::internal(format!("cannot set up Wasmtime: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker)
+            .and_then(|_| crate::session::add_to_linker(&mut linker))
             .map_err(|e| Error::internal(format!("cannot link the WASI calls: {e}")))?;
         start_epoch_ticker(&engine);
         raise_open_file_limit();
@@ -197,38 +209,43 @@ impl Runtime {
                     .join(&blake3::hash(id.as_bytes()).to_hex()[..32]),
             )
         });
-        if let Some(key) = index.as_ref().and_then(|i| std::fs::read_to_string(i).ok()) {
+        let indexed = index.as_ref().and_then(|i| std::fs::read_to_string(i).ok());
+        if let Some((key, id)) = indexed.as_deref().and_then(|s| {
+            let mut lines = s.lines();
+            Some((lines.next()?, lines.next()?))
+        }) {
             let entry = self
                 .cache_dir
                 .as_ref()
                 .unwrap()
-                .join(format!("{}.cwasm", key.trim()));
+                .join(format!("{key}.cwasm"));
             if let Some(module) = self.load_cache_entry(&entry) {
                 timing("load compiled code by file identity", t);
-                return self.link(name, module);
+                return self.link(name, module, id);
             }
         }
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut file, &mut bytes)
             .map_err(|e| Error::input(format!("cannot read program '{name}': {e}")))?;
         check_magic(name, &bytes)?;
-        let (module, key) = self.compile_cached(name, &bytes)?;
+        let (module, key, id) = self.compile_cached(name, &bytes)?;
         if let Some(index) = index {
             let _ = std::fs::create_dir_all(index.parent().unwrap())
-                .and_then(|_| write_atomically(&index, key.as_bytes()));
+                .and_then(|_| write_atomically(&index, format!("{key}\n{id}\n").as_bytes()));
         }
-        self.link(name, module)
+        self.link(name, module, &id)
     }
 
     /// Loads a program from the bytes of a wasm module; `name` is used in
     /// messages.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Program, Error> {
         check_magic(name, bytes)?;
-        let (module, _) = self.compile_cached(name, bytes)?;
-        self.link(name, module)
+        let (module, _, id) = self.compile_cached(name, bytes)?;
+        self.link(name, module, &id)
     }
 
-    pub(crate) fn link(&self, name: &str, module: Module) -> Result<Program, Error> {
+    /// `id` is the module's own hash ([`Program::id`]).
+    pub(crate) fn link(&self, name: &str, module: Module, id: &str) -> Result<Program, Error> {
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             Error::input(format!(
                 "'{name}' cannot run in pynbox: {}",
@@ -243,6 +260,7 @@ impl Runtime {
         Ok(Program {
             pre,
             name: name.to_string(),
+            id: id.to_string(),
         })
     }
 
@@ -252,22 +270,24 @@ impl Runtime {
         self.load_file(path).map(|_| ())
     }
 
-    fn cache_key(&self, bytes: &[u8]) -> String {
+    /// The cache key of a module whose [`Program::id`] is `id`.
+    fn cache_key(&self, id: &str) -> String {
         use std::hash::{Hash, Hasher};
         // The engine's settings decide whether a compiled module fits it.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let mut key = blake3::Hasher::new();
-        key.update(bytes);
+        key.update(id.as_bytes());
         key.update(&h.finish().to_le_bytes());
         key.update(env!("CARGO_PKG_VERSION").as_bytes());
         key.finalize().to_hex()[..32].to_string()
     }
 
-    /// The compiled module and its cache key.
-    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<(Module, String), Error> {
+    /// The compiled module, its cache key and its id.
+    fn compile_cached(&self, name: &str, bytes: &[u8]) -> Result<(Module, String, String), Error> {
         let t = Instant::now();
-        let key = self.cache_key(bytes);
+        let id = blake3::hash(bytes).to_hex().to_string();
+        let key = self.cache_key(&id);
         let entry = self
             .cache_dir
             .as_ref()
@@ -277,7 +297,7 @@ impl Runtime {
             let t = Instant::now();
             if let Some(module) = self.load_cache_entry(entry) {
                 timing("load compiled code from the cache", t);
-                return Ok((module, key));
+                return Ok((module, key, id));
             }
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| {
@@ -290,7 +310,7 @@ impl Runtime {
             // A cache that cannot be written only costs speed.
             let _ = store_cache_entry(entry, &module);
         }
-        Ok((module, key))
+        Ok((module, key, id))
     }
 
     /// A cache entry is `KEY.cwasm`, exactly what `Module::serialize`
@@ -453,11 +473,18 @@ fn start_epoch_ticker(engine: &Engine) {
 pub struct Program {
     pub(crate) pre: InstancePre<Guest>,
     name: String,
+    id: String,
 }
 
 impl Program {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The blake3 hash of the module's bytes: which build this is. A
+    /// saved session names it and is refused by any other program.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -703,6 +730,7 @@ impl Sandbox {
                 max: memory_max,
                 hit: false,
             },
+            session: None,
         };
         Ok(Setup {
             guest,
@@ -788,29 +816,33 @@ fn run_guest(engine: &Engine, pre: &InstancePre<Guest>, guest: Guest) -> Result<
     let hit_memory = store.data().limiter.hit;
     Ok(match result {
         Ok(()) => Status::Exited(0),
-        Err(e) => {
-            if let Some(stop) = e.downcast_ref::<Stop>() {
-                match *stop {
-                    Stop::Exit(0) => Status::Exited(0),
-                    Stop::Exit(_) if hit_memory => Status::MemoryLimit,
-                    Stop::Exit(n) => Status::Exited(n),
-                    Stop::OutputLimit => Status::OutputLimit,
-                    Stop::Timeout => Status::TimeLimit,
-                }
-            } else if let Some(trap) = e.downcast_ref::<Trap>() {
-                match trap {
-                    Trap::Interrupt => Status::TimeLimit,
-                    _ if hit_memory => Status::MemoryLimit,
-                    Trap::StackOverflow => Status::Crashed("wasm stack overflow".into()),
-                    t => Status::Crashed(t.to_string()),
-                }
-            } else if hit_memory {
-                Status::MemoryLimit
-            } else {
-                Status::Crashed(root_message(&e))
-            }
-        }
+        Err(e) => status_of(&e, hit_memory),
     })
+}
+
+/// How a guest that failed with `e` ended; `hit_memory`: it had been
+/// refused memory.
+pub(crate) fn status_of(e: &wasmtime::Error, hit_memory: bool) -> Status {
+    if let Some(stop) = e.downcast_ref::<Stop>() {
+        match *stop {
+            Stop::Exit(0) => Status::Exited(0),
+            Stop::Exit(_) if hit_memory => Status::MemoryLimit,
+            Stop::Exit(n) => Status::Exited(n),
+            Stop::OutputLimit => Status::OutputLimit,
+            Stop::Timeout => Status::TimeLimit,
+        }
+    } else if let Some(trap) = e.downcast_ref::<Trap>() {
+        match trap {
+            Trap::Interrupt => Status::TimeLimit,
+            _ if hit_memory => Status::MemoryLimit,
+            Trap::StackOverflow => Status::Crashed("wasm stack overflow".into()),
+            t => Status::Crashed(t.to_string()),
+        }
+    } else if hit_memory {
+        Status::MemoryLimit
+    } else {
+        Status::Crashed(root_message(e))
+    }
 }
 
 fn input_desc(input: Input) -> Result<Desc, Error> {

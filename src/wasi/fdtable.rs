@@ -164,6 +164,27 @@ impl FdTable {
         self.fds.contains_key(&fd)
     }
 
+    /// The descriptors beyond a fresh guest's (0, 1, 2 and the preopens
+    /// from 3 up), and those of a fresh guest's it closed: what a saved
+    /// session could not get back.
+    pub fn changed_since_start(&self, preopens: u32) -> Vec<u32> {
+        let fresh = |n: u32| {
+            n < 3
+                || (n < 3 + preopens
+                    && matches!(
+                        self.fds.get(&n),
+                        Some(Desc::Dir {
+                            preopen: Some(_),
+                            ..
+                        })
+                    ))
+        };
+        let mut changed: Vec<u32> = self.fds.keys().copied().filter(|&n| !fresh(n)).collect();
+        changed.extend((0..3 + preopens).filter(|n| !self.fds.contains_key(n)));
+        changed.sort_unstable();
+        changed
+    }
+
     /// The directory target of `fd`, for path operations.
     pub fn dir(&self, fd: u32) -> WasiResult<&Target> {
         match self.get(fd)? {
