@@ -26,7 +26,9 @@ from ._pynbox import (
     GuestError,
     LimitError,
     MemoryLimit,
+    Output,
     OutputLimit,
+    Repr,
     Result,
     SessionDead,
     TimeLimit,
@@ -159,110 +161,107 @@ def install(
     return _pynbox.install(os.fspath(dest), packages, repo, _runner())
 
 
-if getattr(_pynbox, "HAS_SESSIONS", False):
-    from ._pynbox import Output, Repr
+class Session:
+    """A live interpreter whose globals last from one call to the next.
 
-    class Session:
-        """A live interpreter whose globals last from one call to the next.
+    ``timeout`` applies to each call; ``memory`` and ``max_output`` to
+    the whole session. A call that reaches a limit raises
+    :class:`TimeLimit`, :class:`MemoryLimit` or :class:`OutputLimit`;
+    check :attr:`alive` to know whether the session survived it.
+    """
 
-        ``timeout`` applies to each call; ``memory`` and ``max_output`` to
-        the whole session. A call that reaches a limit raises
-        :class:`TimeLimit`, :class:`MemoryLimit` or :class:`OutputLimit`;
-        check :attr:`alive` to know whether the session survived it.
-        """
+    def __init__(
+        self,
+        *,
+        mounts: Iterable[Mount] = (),
+        env: Optional[Mapping[str, str]] = None,
+        memory: Union[int, str, None] = _MEMORY,
+        timeout: Optional[float] = _TIMEOUT,
+        max_output: Union[int, str, None] = _MAX_OUTPUT,
+        install: Union[str, "os.PathLike[str]", None] = None,
+        _restore: Optional[bytes] = None,
+    ) -> None:
+        if env is not None and not isinstance(env, dict):
+            env = dict(env)
+        self._s = _pynbox.Session(
+            _mounts(mounts),
+            env,
+            memory,
+            timeout,
+            max_output,
+            _dest(install),
+            _restore,
+        )
 
-        def __init__(
-            self,
-            *,
-            mounts: Iterable[Mount] = (),
-            env: Optional[Mapping[str, str]] = None,
-            memory: Union[int, str, None] = _MEMORY,
-            timeout: Optional[float] = _TIMEOUT,
-            max_output: Union[int, str, None] = _MAX_OUTPUT,
-            install: Union[str, "os.PathLike[str]", None] = None,
-            _restore: Optional[bytes] = None,
-        ) -> None:
-            if env is not None and not isinstance(env, dict):
-                env = dict(env)
-            self._s = _pynbox.Session(
-                _mounts(mounts),
-                env,
-                memory,
-                timeout,
-                max_output,
-                _dest(install),
-                _restore,
+    @classmethod
+    def restore(
+        cls,
+        data: bytes,
+        *,
+        mounts: Iterable[Mount] = (),
+        env: Optional[Mapping[str, str]] = None,
+        memory: Union[int, str, None] = _MEMORY,
+        timeout: Optional[float] = _TIMEOUT,
+        max_output: Union[int, str, None] = _MAX_OUTPUT,
+        install: Union[str, "os.PathLike[str]", None] = None,
+    ) -> "Session":
+        """A session saved by :meth:`save`, alive again. Mounts,
+        environment and limits are the host's: give them again."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(
+                f"Session.restore: bytes from Session.save(), not {type(data).__name__}"
             )
+        return cls(
+            mounts=mounts,
+            env=env,
+            memory=memory,
+            timeout=timeout,
+            max_output=max_output,
+            install=install,
+            _restore=bytes(data),
+        )
 
-        @classmethod
-        def restore(
-            cls,
-            data: bytes,
-            *,
-            mounts: Iterable[Mount] = (),
-            env: Optional[Mapping[str, str]] = None,
-            memory: Union[int, str, None] = _MEMORY,
-            timeout: Optional[float] = _TIMEOUT,
-            max_output: Union[int, str, None] = _MAX_OUTPUT,
-            install: Union[str, "os.PathLike[str]", None] = None,
-        ) -> "Session":
-            """A session saved by :meth:`save`, alive again. Mounts,
-            environment and limits are the host's: give them again."""
-            if not isinstance(data, (bytes, bytearray)):
-                raise TypeError(
-                    f"Session.restore: bytes from Session.save(), not {type(data).__name__}"
-                )
-            return cls(
-                mounts=mounts,
-                env=env,
-                memory=memory,
-                timeout=timeout,
-                max_output=max_output,
-                install=install,
-                _restore=bytes(data),
-            )
+    def exec(self, code: str) -> Output:
+        """Runs statements; returns their output."""
+        return self._s.exec(code)
 
-        def exec(self, code: str) -> Output:
-            """Runs statements; returns their output."""
-            return self._s.exec(code)
+    def eval(self, expr: str) -> Any:
+        """Evaluates an expression and returns its value: None, bool,
+        int, float, str, bytes, list or dict, else a :class:`Repr`."""
+        return self._s.eval(expr)
 
-        def eval(self, expr: str) -> Any:
-            """Evaluates an expression and returns its value: None, bool,
-            int, float, str, bytes, list or dict, else a :class:`Repr`."""
-            return self._s.eval(expr)
+    async def exec_async(self, code: str) -> Output:
+        """:meth:`exec` in a worker thread, as an awaitable."""
+        return await _in_thread(self._s.exec, code)
 
-        async def exec_async(self, code: str) -> Output:
-            """:meth:`exec` in a worker thread, as an awaitable."""
-            return await _in_thread(self._s.exec, code)
+    async def eval_async(self, expr: str) -> Any:
+        """:meth:`eval` in a worker thread, as an awaitable."""
+        return await _in_thread(self._s.eval, expr)
 
-        async def eval_async(self, expr: str) -> Any:
-            """:meth:`eval` in a worker thread, as an awaitable."""
-            return await _in_thread(self._s.eval, expr)
+    def expose(self, name: str, fn: Any) -> None:
+        """Lets guest code call ``fn`` as
+        ``import pynbox_host; pynbox_host.call(name, *args)``."""
+        self._s.expose(name, fn)
 
-        def expose(self, name: str, fn: Any) -> None:
-            """Lets guest code call ``fn`` as
-            ``import pynbox_host; pynbox_host.call(name, *args)``."""
-            self._s.expose(name, fn)
+    def save(self) -> bytes:
+        """The session as bytes, to :meth:`restore` here or elsewhere."""
+        return self._s.save()
 
-        def save(self) -> bytes:
-            """The session as bytes, to :meth:`restore` here or elsewhere."""
-            return self._s.save()
+    @property
+    def alive(self) -> bool:
+        """Whether the session can still run calls."""
+        return self._s.alive
 
-        @property
-        def alive(self) -> bool:
-            """Whether the session can still run calls."""
-            return self._s.alive
+    def close(self) -> None:
+        """Ends the session and frees its memory."""
+        self._s.close()
 
-        def close(self) -> None:
-            """Ends the session and frees its memory."""
-            self._s.close()
+    def __enter__(self) -> "Session":
+        return self
 
-        def __enter__(self) -> "Session":
-            return self
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
-        def __exit__(self, *exc: Any) -> None:
-            self.close()
-
-    async def _in_thread(fn: Any, arg: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, fn, arg)
+async def _in_thread(fn: Any, arg: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, fn, arg)

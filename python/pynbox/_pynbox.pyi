@@ -3,8 +3,6 @@
 from os import PathLike
 from typing import Any, Callable, Optional, Sequence, Union
 
-HAS_SESSIONS: bool
-
 class Error(Exception):
     """Base class of pynbox's own errors."""
 

@@ -22,7 +22,6 @@ use pynbox::install::{Dest, InstallOptions, Repo, Runner, PYTHON};
 use pynbox::{Input, Limits, MountSpec, Output, Runtime, Sandbox, Status};
 
 mod prepare;
-#[cfg(feature = "session")]
 mod session;
 
 create_exception!(
@@ -511,7 +510,6 @@ fn install(
         });
         Ok(r.map(|_| lines).map_err(|e| e.to_string()))
     })?;
-    #[cfg(feature = "session")]
     session::forget_programs();
     r.map_err(Error::new_err)
 }
@@ -530,8 +528,6 @@ fn _pynbox(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(install, m)?)?;
     m.add_function(wrap_pyfunction!(prepare::prepare, m)?)?;
-    #[cfg(feature = "session")]
     session::register(m)?;
-    m.add("HAS_SESSIONS", cfg!(feature = "session"))?;
     Ok(())
 }

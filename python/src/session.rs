@@ -19,8 +19,9 @@ use crate::{
     TimeLimit,
 };
 
-/// How deep a value may nest on its way between host and guest.
-const MAX_DEPTH: usize = 200;
+/// How deep a value may nest on its way between host and guest (the
+/// guest's bound too).
+const MAX_DEPTH: usize = pynbox::session::value::MAX_DEPTH;
 
 /// The program a session starts from, per install: loading it is the
 /// slow part of a start.
