@@ -157,7 +157,7 @@ fn to_value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         return Ok(Value::Repr(r.get().text.clone()));
     }
     Err(PyTypeError::new_err(format!(
-        "cannot pass a {} between host and guest: use None, bool, int, float, str, bytes, list, tuple or dict",
+        "cannot pass a value of type {} between host and guest: use None, bool, int, float, str, bytes, list, tuple or dict",
         v.get_type().name()?
     )))
 }
@@ -199,6 +199,20 @@ fn from_value<'py>(py: Python<'py>, v: Value) -> PyResult<Bound<'py, PyAny>> {
 
 /// A failed call as a Python exception, with the call's output on it.
 fn call_err(py: Python<'_>, e: CallError) -> PyErr {
+    let message = if e.message.is_empty() {
+        match &e.kind {
+            // A guest exception's message is its own, even when empty.
+            CallErrorKind::Guest { .. } => String::new(),
+            CallErrorKind::TimeLimit => "the call reached its time limit".into(),
+            CallErrorKind::MemoryLimit => {
+                "the session reached its memory limit (the guest raised MemoryError)".into()
+            }
+            CallErrorKind::OutputLimit => "the session reached its output limit".into(),
+            _ => "the session has ended".into(),
+        }
+    } else {
+        e.message.clone()
+    };
     let out = String::from_utf8_lossy(&e.stdout).into_owned();
     let errtext = String::from_utf8_lossy(&e.stderr).into_owned();
     let err = match &e.kind {
@@ -216,14 +230,14 @@ fn call_err(py: Python<'_>, e: CallError) -> PyErr {
             let _ = v.setattr("traceback", traceback);
             err
         }
-        CallErrorKind::TimeLimit => TimeLimit::new_err(e.message.clone()),
-        CallErrorKind::MemoryLimit => MemoryLimit::new_err(e.message.clone()),
-        CallErrorKind::OutputLimit => OutputLimit::new_err(e.message.clone()),
-        CallErrorKind::Ended | CallErrorKind::Dead => SessionDead::new_err(e.message.clone()),
-        CallErrorKind::Input => PyValueError::new_err(e.message.clone()),
+        CallErrorKind::TimeLimit => TimeLimit::new_err(message.clone()),
+        CallErrorKind::MemoryLimit => MemoryLimit::new_err(message.clone()),
+        CallErrorKind::OutputLimit => OutputLimit::new_err(message.clone()),
+        CallErrorKind::Ended | CallErrorKind::Dead => SessionDead::new_err(message.clone()),
+        CallErrorKind::Input => PyValueError::new_err(message.clone()),
     };
     let v = err.value(py);
-    let _ = v.setattr("message", &e.message);
+    let _ = v.setattr("message", &message);
     let _ = v.setattr("stdout", out);
     let _ = v.setattr("stderr", errtext);
     err

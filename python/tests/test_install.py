@@ -19,6 +19,11 @@ def test_install_and_run_in_it(installed: Path):
     assert r.stdout == "(3, 13)\n"
 
 
+def test_session_in_it(installed: Path):
+    with pynbox.Session(install=installed) as s:
+        assert s.eval("__import__('sys').version_info[:2]") == [3, 13]
+
+
 def test_install_has_a_working_runner(installed: Path):
     """The wheel carries the pynbox CLI: bin/run works in an install made
     from Python (inside an extension, the running executable is Python)."""
