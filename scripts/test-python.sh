@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Python package's tests: builds the wheel (scripts/build-wheel.sh),
-# installs it with pytest into a virtualenv made with the system's python3
+# installs it with pytest and mypy into a virtualenv made with the system's python3
 # under ~/.cache/pynbox (outside the checkout), and runs python/tests/.
 # PYNBOX_HOME (where the wheel prepares its interpreter) is a directory of
 # the cache as well, so that the first-use install is made once.
@@ -12,10 +12,10 @@ scripts/build-wheel.sh
 wheel=$(ls target/wheels/pynbox-*.whl)
 
 venv=$cache/test-venv
-if [ ! -x "$venv/bin/pytest" ]; then
+if [ ! -x "$venv/bin/pytest" ] || [ ! -x "$venv/bin/mypy" ]; then
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet pytest
+    "$venv/bin/pip" install --quiet pytest mypy
 fi
 "$venv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"
 
@@ -23,4 +23,7 @@ export PYNBOX_HOME=${PYNBOX_TEST_HOME:-$cache/test-home}
 export PYNBOX_WHEEL=$PWD/$wheel
 # Outside the checkout, so that `import pynbox` is the installed wheel.
 cd python/tests
+# The stubs match the extension, and the package type-checks strictly.
+"$venv/bin/python" -m mypy.stubtest pynbox._pynbox
+"$venv/bin/mypy" --strict --no-incremental -p pynbox
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@" .

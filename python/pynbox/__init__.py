@@ -18,7 +18,7 @@ import asyncio
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import _pynbox
 from ._pynbox import (
@@ -88,7 +88,7 @@ def _runner() -> Optional[str]:
     return str(cli) if cli.is_file() else None
 
 
-def _dest(install: Union[str, os.PathLike, None]) -> str:
+def _dest(install: Union[str, "os.PathLike[str]", None]) -> str:
     """The install to run: the one given, else the carried interpreter's."""
     global _prepared
     if install is not None:
@@ -151,7 +151,7 @@ def install(
     packages: Union[str, Sequence[str]],
     *,
     repo: Union[str, "os.PathLike[str]", None] = None,
-) -> list:
+) -> List[str]:
     """Installs packages (``"python"``, ``"lxml"``, ``"NAME=VERSION"``) and
     what they depend on into ``dest``, from ``repo`` (a directory or an
     http(s) URL of a pynbox package repository; by default the packages
@@ -232,7 +232,8 @@ class Session:
 
     async def exec_async(self, code: str) -> Output:
         """:meth:`exec` in a worker thread, as an awaitable."""
-        return await _in_thread(self._s.exec, code)
+        out: Output = await _in_thread(self._s.exec, code)
+        return out
 
     async def eval_async(self, expr: str) -> Any:
         """:meth:`eval` in a worker thread, as an awaitable."""

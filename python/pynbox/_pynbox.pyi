@@ -1,7 +1,24 @@
 # Types of the native module. Use the functions of `pynbox` itself: they
 # give these their keyword arguments and defaults.
 from os import PathLike
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union, final
+
+__all__ = [
+    "Error",
+    "GuestError",
+    "LimitError",
+    "TimeLimit",
+    "MemoryLimit",
+    "OutputLimit",
+    "SessionDead",
+    "Result",
+    "run",
+    "install",
+    "prepare",
+    "Session",
+    "Repr",
+    "Output",
+]
 
 class Error(Exception):
     """Base class of pynbox's own errors."""
@@ -33,6 +50,7 @@ class SessionDead(Error):
     stdout: str
     stderr: str
 
+@final
 class Result:
     """What a run produced."""
 
@@ -56,6 +74,7 @@ class Result:
     def crash(self) -> Optional[str]:
         """None, or why the guest crashed (a WebAssembly trap)."""
 
+@final
 class Output:
     """The output of one `Session.exec`."""
 
@@ -68,16 +87,18 @@ class Output:
     @property
     def stderr_bytes(self) -> bytes: ...
 
+@final
 class Repr:
     """A guest value outside the interchange form, as its repr()."""
 
-    def __init__(self, text: str) -> None: ...
+    def __new__(cls, text: str) -> "Repr": ...
     @property
     def text(self) -> str: ...
 
+@final
 class Session:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         mounts: Any,
         env: Optional[dict[str, str]],
         memory: Union[int, str, None],
@@ -85,7 +106,7 @@ class Session:
         max_output: Union[int, str, None],
         dest: Union[str, PathLike[str]],
         restore: Optional[bytes],
-    ) -> None: ...
+    ) -> "Session": ...
     def exec(self, code: str) -> Output: ...
     def eval(self, expr: str) -> Any: ...
     def expose(self, name: str, func: Callable[..., Any]) -> None: ...

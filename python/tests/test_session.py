@@ -177,6 +177,18 @@ def test_restore_of_corrupt_bytes(data):
         pynbox.Session.restore(data)
 
 
+def test_restore_of_foreign_bytes(tmp_path: Path):
+    """Another format altogether: the interpreter archive the wheel carries,
+    and a saved session's header on another program's bytes."""
+    archive = next((Path(pynbox.__file__).parent / "data").glob("python.*.tar.zst"))
+    with pytest.raises((pynbox.Error, ValueError)):
+        pynbox.Session.restore(archive.read_bytes()[:200000])
+    with pynbox.Session() as s:
+        data = s.save()
+    with pytest.raises((pynbox.Error, ValueError)):
+        pynbox.Session.restore(data[:64] + archive.read_bytes()[: len(data) - 64])
+
+
 def test_restore_of_truncated_and_flipped_bytes(s):
     s.exec("x = 1")
     data = s.save()
