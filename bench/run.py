@@ -58,7 +58,7 @@ def cargo_target():
 def prepare(dest):
     env = dict(os.environ, CARGO_TARGET_DIR=str(cargo_target()))
     print("== building pynbox, the packages and the bench example", file=sys.stderr)
-    sh("cargo", "build", "--release", "--quiet", "--bin", "pynbox", "--example", "bench_api", cwd=REPO, env=env)
+    sh("cargo", "build", "--release", "--quiet", "--bin", "pynbox", "--example", "bench_api", "--example", "bench_sessions", cwd=REPO, env=env)
     pynbox = cargo_target() / "release/pynbox"
     sh(str(pynbox), "build", "python", "tests", cwd=REPO)
     sh(str(pynbox), "build", "lxml", cwd=REPO)
@@ -224,6 +224,9 @@ def run(args, dest, pynbox):
     api = subprocess.run([str(cargo_target() / "release/examples/bench_api"), str(dest)],
                          capture_output=True, text=True, check=True)
     results["api"] = json.loads(api.stdout.strip().splitlines()[-1])
+    sessions = subprocess.run([str(cargo_target() / "release/examples/bench_sessions"), str(dest)],
+                              capture_output=True, text=True, check=True)
+    results["sessions"] = json.loads(sessions.stdout.strip().splitlines()[-1])
     results["first_run"] = first_run(pynbox, dest)
 
     compute = [b for b in COMPUTE + [LXML[0]] if b in results["benchmarks"]]
@@ -278,6 +281,13 @@ def summary(results):
           f"({a['fresh_plain_python_pass_ms']:.2f} ms plain), minimal guest "
           f"{a['fresh_minimal_guest_ms']:.3f} ms; {a['live_sandboxes']} live Python sandboxes, "
           f"{a['private_mib_per_sandbox']:.1f} MiB private each")
+    se = results.get("sessions")
+    if se:
+        print(f"sessions: start {se['session_start_ms']:.1f} ms, eval('1+1') round trip {se['eval_round_trip_us']:.0f} us "
+              f"(goal 100), host function round trip {se['host_call_round_trip_us']:.0f} us; a session with json and a 10 MiB "
+              f"list saves in {se['save_10mib_list_ms']:.0f} ms to {se['saved_10mib_list_bytes'] / 2**20:.1f} MiB and restores "
+              f"in {se['restore_10mib_list_ms']:.1f} ms (goal 10); {se['live_sessions']} live sessions, "
+              f"{se['private_mib_per_session']:.1f} MiB each")
     f = results["first_run"]
     print(f"first run without precompiled code: {f['compile_and_run_s']:.1f} s, peak {f['compile_peak_rss_kib'] / 1024:.0f} MiB; "
           f"precompiled: {f['precompiled_run_s'] * 1e3:.0f} ms")

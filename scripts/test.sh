@@ -63,6 +63,7 @@ scripts/fuzz.sh "${PYNBOX_FUZZ_SECONDS:-60}"
 
 say "example"
 cargo run --release --locked --example embed -- "$dest"
+cargo run --release --locked --example session -- "$dest"
 
 say "the Python package: build the wheel, test it in a virtualenv (scripts/test-python.sh alone)"
 scripts/test-python.sh

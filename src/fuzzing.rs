@@ -295,3 +295,82 @@ pub fn syscalls(data: &[u8]) {
         );
     }
 }
+
+/// A session's messages and saved bytes, as a hostile guest or a forged
+/// file would make them: values decode to what encodes back to the same
+/// bytes, answers and host calls never panic, and a restore of any bytes
+/// (framed with a valid checksum, which anyone can compute) either fails
+/// cleanly or gives a session within its memory limit.
+pub fn session(data: &[u8]) {
+    use crate::session::value::{decode, encode, Value};
+    if let Ok(v) = decode(data) {
+        let mut out = Vec::new();
+        encode(&v, &mut out);
+        assert_eq!(out, data, "a decoded value encodes back to its bytes");
+    }
+    crate::session::fuzz_answer(data);
+    let mut channel = crate::session::Channel::default();
+    channel
+        .functions
+        .insert("f".into(), Box::new(|args| Ok(Value::List(args))));
+    let reply = channel.host_call_for_fuzzing(data);
+    assert!(matches!(reply.first(), Some(b'o' | b'e')));
+    assert!(decode(&reply[1..]).is_ok(), "the host's reply decodes");
+
+    static PYTHON: std::sync::OnceLock<crate::session::Python> = std::sync::OnceLock::new();
+    let python = PYTHON.get_or_init(|| {
+        let runtime = crate::Runtime::new(None).unwrap();
+        let program = runtime.load_bytes("session-guest", SESSION_GUEST).unwrap();
+        crate::session::Python::new(program, None, "/guest.wasm")
+    });
+    let mut framed = b"pynbox session\n\0".to_vec();
+    framed.extend_from_slice(data);
+    let sum = blake3::hash(&framed);
+    framed.extend_from_slice(sum.as_bytes());
+    let limit = 16 << 20;
+    let options = crate::session::SessionOptions {
+        limits: crate::Limits {
+            memory: Some(limit),
+            ..crate::Limits::default()
+        },
+        ..Default::default()
+    };
+    if let Ok(s) = crate::session::Session::restore(python, &framed, options) {
+        assert!(s.memory_size() <= limit as usize);
+    }
+}
+
+/// The smallest session guest: memory, the two exports, nothing else.
+const SESSION_GUEST: &[u8] = b"\x00\x61\x73\x6d\x01\x00\x00\x00\x01\x0e\x03\x60\x02\x7f\x7f\x01\x7f\x60\x00\x00\x60\x00\x01\x7f\x02\x0f\x01\x06\x70\x79\x6e\x62\x6f\x78\x04\x74\x61\x6b\x65\x00\x00\x03\x04\x03\x01\x02\x02\x05\x03\x01\x00\x01\x07\x40\x04\x06\x6d\x65\x6d\x6f\x72\x79\x02\x00\x06\x5f\x73\x74\x61\x72\x74\x00\x01\x14\x70\x79\x6e\x62\x6f\x78\x2e\x73\x65\x73\x73\x69\x6f\x6e\x5f\x73\x74\x61\x72\x74\x00\x02\x13\x70\x79\x6e\x62\x6f\x78\x2e\x73\x65\x73\x73\x69\x6f\x6e\x5f\x63\x61\x6c\x6c\x00\x03\x0a\x0e\x03\x02\x00\x0b\x04\x00\x41\x00\x0b\x04\x00\x41\x00\x0b\x00\x0e\x04\x6e\x61\x6d\x65\x01\x07\x01\x00\x04\x74\x61\x6b\x65";
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz entry restores an honest frame (so that the fuzzer starts
+    /// from inputs that reach the page writes).
+    #[test]
+    fn an_honest_saved_frame_restores() {
+        let runtime = crate::Runtime::new(None).unwrap();
+        let program = runtime.load_bytes("g", super::SESSION_GUEST).unwrap();
+        let id = program.id().as_bytes().to_vec();
+        let mut body = 1u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend(std::iter::repeat_n(9u8, 4096));
+        let mut data = 1u32.to_le_bytes().to_vec();
+        data.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        data.extend_from_slice(&id);
+        data.extend_from_slice(&65536u64.to_le_bytes());
+        data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        data.extend_from_slice(&zstd::bulk::compress(&body, 1).unwrap());
+        super::session(&data);
+        let mut framed = b"pynbox session\n\0".to_vec();
+        framed.extend_from_slice(&data);
+        let sum = blake3::hash(&framed);
+        framed.extend_from_slice(sum.as_bytes());
+        let python = crate::session::Python::new(program, None, "/g");
+        let s = crate::session::Session::restore(&python, &framed, Default::default()).unwrap();
+        assert_eq!(s.memory_size(), 65536);
+        if let Some(dir) = std::env::var_os("PYNBOX_WRITE_SEED") {
+            std::fs::write(std::path::Path::new(&dir).join("saved-frame"), &data).unwrap();
+        }
+    }
+}

@@ -38,3 +38,8 @@ fn archive() {
 fn syscalls() {
     replay("syscalls", pynbox::fuzzing::syscalls);
 }
+
+#[test]
+fn session() {
+    replay("session", pynbox::fuzzing::session);
+}

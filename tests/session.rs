@@ -458,3 +458,23 @@ fn sessions_start_without_the_snapshot_too() {
     let mut restored = Session::restore(&py, &saved, options()).unwrap();
     assert_eq!(eval(&mut restored, "w"), s("snap"));
 }
+
+#[test]
+fn a_guest_that_rewrites_the_driver_only_ends_its_own_session() {
+    // The driver is guest code: the guest can replace it, and then say
+    // anything. The host trusts none of it.
+    let mut session = session();
+    exec(
+        &mut session,
+        "import gc, _pynbox_session\n\
+         def evil():\n    import _pynbox_session\n    _pynbox_session.take()\n    _pynbox_session.send(0, b'ol' + b'\\xff' * 4)\n\
+         serve = [f for f in gc.get_objects() if getattr(f, '__name__', '') == 'serve'][0]\n\
+         serve.__code__ = evil.__code__\n",
+    );
+    let e = session.eval("1").unwrap_err();
+    assert_eq!(e.kind, CallErrorKind::Ended, "{e}");
+    assert!(e.message.contains("malformed"), "{e}");
+    assert!(!session.is_alive());
+    // Other sessions are untouched.
+    assert_eq!(eval(&mut self::session(), "1 + 1"), Value::Int(2));
+}

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, TypedFunc};
 
-pub(crate) use channel::{add_to_linker, Channel};
+pub(crate) use channel::add_to_linker;
+#[doc(hidden)]
+pub use channel::Channel;
 pub use value::Value;
 
 use crate::runtime::{
@@ -451,6 +453,19 @@ impl Session {
     ) -> Result<Session, Error> {
         saved::restore(python, data, options)
     }
+}
+
+impl Session {
+    /// The guest's linear memory, in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.memory.data_size(&self.store)
+    }
+}
+
+/// For src/fuzzing.rs: the answer parser on arbitrary bytes.
+#[doc(hidden)]
+pub fn fuzz_answer(data: &[u8]) {
+    let _ = parse_answer(data);
 }
 
 fn no_sessions(program: &Program) -> Error {
