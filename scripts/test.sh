@@ -65,6 +65,9 @@ say "example"
 cargo run --release --locked --example embed -- "$dest"
 cargo run --release --locked --example session -- "$dest"
 
-say "lints"
+say "the Python package: build the wheel, test it in a virtualenv (scripts/test-python.sh alone)"
+scripts/test-python.sh
+
+say "lints (the whole workspace: pynbox and python/)"
 cargo fmt --all -- --check
-cargo clippy --release --locked --all-targets -- -D warnings
+cargo clippy --release --locked --workspace --all-targets -- -D warnings

@@ -334,6 +334,32 @@ impl Progress {
 pub struct Dest {
     path: PathBuf,
     pub(crate) dir: Dir,
+    options: InstallOptions,
+}
+
+/// How an install is made, for programs that embed pynbox; the CLI uses
+/// the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct InstallOptions {
+    /// What becomes `DEST/bin/pynbox`, the runner `bin/run` calls.
+    pub runner: Runner,
+    /// No progress display or notices on stderr ("compiling ...",
+    /// "pre-initialising ..."); outcome lines still go to the log.
+    pub quiet: bool,
+}
+
+/// The executable an install copies to `DEST/bin/pynbox`.
+#[derive(Clone, Debug, Default)]
+pub enum Runner {
+    /// The running executable: right for the `pynbox` CLI itself, wrong
+    /// inside another program (in a Python extension it is Python).
+    #[default]
+    CurrentExe,
+    /// This file, a `pynbox` CLI (the one a Python wheel carries).
+    File(PathBuf),
+    /// None: `DEST/bin/` gets no runner, `run` or `pip`, for an install
+    /// used only through the library.
+    Skip,
 }
 
 impl Dest {
@@ -360,7 +386,14 @@ impl Dest {
         Ok(Dest {
             path: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
             dir,
+            options: InstallOptions::default(),
         })
+    }
+
+    /// The same install, changed with `options` from now on.
+    pub fn with_options(mut self, options: InstallOptions) -> Dest {
+        self.options = options;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -593,12 +626,23 @@ pub type Log<'a> = &'a mut dyn FnMut(&str);
 /// Installs the runner (always) and `requests` (`NAME` or `NAME=VERSION`)
 /// with what they depend on.
 pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> Result<()> {
+    install_with(dest_path, requests, repo, &InstallOptions::default(), log)
+}
+
+/// [`install`] with another runner, or quietly.
+pub fn install_with(
+    dest_path: &Path,
+    requests: &[String],
+    repo: &Repo,
+    options: &InstallOptions,
+    log: Log,
+) -> Result<()> {
     // A failed install leaves DEST as it was: a DEST it had to create is
     // removed again, and an empty one emptied again. (One that held an
     // install is protected by the staging and receipts below.)
     let existed = dest_path.exists();
     let was_empty = std::fs::read_dir(dest_path).is_ok_and(|mut d| d.next().is_none());
-    let r = install_into(dest_path, requests, repo, log);
+    let r = install_into(dest_path, requests, repo, options, log);
     if r.is_err() {
         if !existed {
             let _ = std::fs::remove_dir_all(dest_path);
@@ -616,8 +660,14 @@ pub fn install(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> 
     r
 }
 
-fn install_into(dest_path: &Path, requests: &[String], repo: &Repo, log: Log) -> Result<()> {
-    let dest = Dest::open(dest_path, true)?;
+fn install_into(
+    dest_path: &Path,
+    requests: &[String],
+    repo: &Repo,
+    options: &InstallOptions,
+    log: Log,
+) -> Result<()> {
+    let dest = Dest::open(dest_path, true)?.with_options(options.clone());
     dest.recover()?;
 
     let mut wanted: Vec<(String, Option<String>)> = Vec::new();
@@ -694,7 +744,12 @@ pub(crate) fn refresh_preinit(dest: &Dest, log: Log) -> Result<()> {
         .collect();
     installed.sort();
     let start = Instant::now();
-    let notice = || eprintln!("  pre-initialising {python} (start-up and common imports, once)...");
+    let quiet = dest.options.quiet;
+    let notice = || {
+        if !quiet {
+            eprintln!("  pre-initialising {python} (start-up and common imports, once)...");
+        }
+    };
     match crate::preinit::refresh(dest.path(), &python, &installed.join(","), &notice) {
         Ok(true) => log(&format!(
             "pre-initialised {python} in {:.1} s",
@@ -804,9 +859,16 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
         .open_dir(&stage_name)
         .map_err(io_err("opening the staging directory"))?;
     let mut progress = Progress::new(&format!("unpacking {label}"), 0);
+    let quiet = dest.options.quiet;
     let mut reader = std::io::BufReader::new(file);
-    let manifest = unpack_checked(&mut reader, &staging, &mut |n| progress.update(n));
-    progress.finish();
+    let manifest = unpack_checked(&mut reader, &staging, &mut |n| {
+        if !quiet {
+            progress.update(n)
+        }
+    });
+    if !quiet {
+        progress.finish();
+    }
     let manifest = match manifest {
         Ok(m) => m,
         Err(e) => {
@@ -880,10 +942,12 @@ fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
     for f in manifest.files.iter().filter(|f| f.path.ends_with(".wasm")) {
         let path = dest.path().join("root").join(&f.path);
         let start = Instant::now();
-        eprintln!(
-            "  compiling /{} to machine code (once, at install)...",
-            f.path
-        );
+        if !dest.options.quiet {
+            eprintln!(
+                "  compiling /{} to machine code (once, at install)...",
+                f.path
+            );
+        }
         match runtimes.iter().try_for_each(|r| r.precompile_file(&path)) {
             Ok(()) => log(&format!(
                 "compiled /{} in {:.1} s",
@@ -981,11 +1045,18 @@ fn command_script(package: &str, c: &Command) -> String {
     s
 }
 
-/// Installs or refreshes the runner: this very `pynbox` executable as
-/// `bin/pynbox`, and `bin/run`, whose `python` is the interpreter of an
-/// installed package that provides one, else the python package's.
+/// Installs or refreshes the runner: the `pynbox` executable the options
+/// name (by default this very one) as `bin/pynbox`, and `bin/run`, whose
+/// `python` is the interpreter of an installed package that provides one,
+/// else the python package's. Nothing with [`Runner::Skip`].
 pub(crate) fn install_runner(dest: &Dest, log: Log) -> Result<()> {
-    let exe = std::env::current_exe().map_err(io_err("finding the pynbox executable"))?;
+    let exe = match &dest.options.runner {
+        Runner::CurrentExe => {
+            std::env::current_exe().map_err(io_err("finding the pynbox executable"))?
+        }
+        Runner::File(f) => f.clone(),
+        Runner::Skip => return Ok(()),
+    };
     let bin = std::fs::read(&exe).map_err(io_err(format!("reading {}", exe.display())))?;
     let python = dest.receipts()?.into_iter().find_map(|r| r.interpreter);
     let script = run_script(python.as_deref()).into_bytes();
