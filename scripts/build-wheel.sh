@@ -48,7 +48,7 @@ venv=$cache/wheel-venv
 if [ ! -x "$venv/bin/maturin" ]; then
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet 'maturin>=1.9,<2'
+    "$venv/bin/pip" install --quiet 'maturin==1.16.0'
 fi
 mkdir -p target/wheels
 rm -f target/wheels/pynbox-*.whl

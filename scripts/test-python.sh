@@ -15,7 +15,7 @@ venv=$cache/test-venv
 if [ ! -x "$venv/bin/pytest" ] || [ ! -x "$venv/bin/mypy" ]; then
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet pytest mypy
+    "$venv/bin/pip" install --quiet pytest==9.2.0 mypy==2.4.1
 fi
 "$venv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"
 
