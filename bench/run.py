@@ -67,6 +67,20 @@ def prepare(dest):
     return pynbox
 
 
+def python_api():
+    """The Python package's numbers (bench/python_api.py), from the wheel
+    built by scripts/build-wheel.sh in a virtualenv of the system's python3."""
+    sh(str(REPO / "scripts/build-wheel.sh"), stdout=subprocess.DEVNULL)
+    venv = CACHE / "bench-venv"
+    if not (venv / "bin/python").exists():
+        sh("/usr/bin/python3", "-m", "venv", str(venv))
+    wheel = sorted((REPO / "target/wheels").glob("pynbox-*.whl"))[-1]
+    sh(str(venv / "bin/pip"), "install", "--quiet", "--force-reinstall", "--no-deps", str(wheel))
+    out = subprocess.run([str(venv / "bin/python"), str(REPO / "bench/python_api.py")],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def native_lxml():
     """lxml's wheel for CPython 3.13, unpacked for the native baseline."""
     name, version = LXML_WHEEL
@@ -227,6 +241,7 @@ def run(args, dest, pynbox):
     sessions = subprocess.run([str(cargo_target() / "release/examples/bench_sessions"), str(dest)],
                               capture_output=True, text=True, check=True)
     results["sessions"] = json.loads(sessions.stdout.strip().splitlines()[-1])
+    results["python_api"] = python_api()
     results["first_run"] = first_run(pynbox, dest)
 
     compute = [b for b in COMPUTE + [LXML[0]] if b in results["benchmarks"]]
@@ -288,6 +303,11 @@ def summary(results):
               f"list saves in {se['save_10mib_list_ms']:.0f} ms to {se['saved_10mib_list_bytes'] / 2**20:.1f} MiB and restores "
               f"in {se['restore_10mib_list_ms']:.1f} ms (goal 10); {se['live_sessions']} live sessions, "
               f"{se['private_mib_per_session']:.1f} MiB each")
+    pa = results.get("python_api")
+    if pa:
+        print(f"from Python: pynbox.run('pass') {pa['run_pass_ms']:.1f} ms against subprocess.run([sys.executable, '-c', 'pass']) "
+              f"{pa['subprocess_pass_ms']:.1f} ms ({pa['run_vs_subprocess']:.2f}x); Session.eval('1+1') {pa['session_eval_us']:.0f} us; "
+              f"save {pa['save_10mib_list_ms']:.0f} ms, restore {pa['restore_10mib_list_ms']:.1f} ms (10 MiB list)")
     f = results["first_run"]
     print(f"first run without precompiled code: {f['compile_and_run_s']:.1f} s, peak {f['compile_peak_rss_kib'] / 1024:.0f} MiB; "
           f"precompiled: {f['precompiled_run_s'] * 1e3:.0f} ms")
