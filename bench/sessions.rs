@@ -10,21 +10,9 @@ use std::time::Instant;
 use pynbox::session::{Python, Session, SessionOptions, Value};
 use pynbox::{MountSpec, Runtime};
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap_or(0)))
-        })
-        .unwrap_or(0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+#[path = "common.rs"]
+mod common;
+use common::{median, rss_kib};
 
 /// Median milliseconds of `n` runs of `f`.
 fn time_ms(n: usize, mut f: impl FnMut()) -> f64 {
