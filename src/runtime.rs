@@ -729,7 +729,7 @@ impl Sandbox {
         // Without epochs, nothing in the guest's code stops it: the process
         // ends at the deadline (see Interruption::EndProcess).
         let _watchdog = match guest.wasi.deadline {
-            Some(deadline) if !epochs => Some(end_process_at(deadline, timeout)),
+            Some(deadline) if !epochs => Some(end_process_at(deadline, timeout)?),
             _ => None,
         };
         let status = on_guest_thread(move || run_guest(&engine, &pre, guest, epochs))?;
@@ -818,10 +818,13 @@ pub(crate) fn on_guest_thread<T: Send>(
 
 /// Ends the process at `deadline` unless the returned sender is dropped
 /// first (the run ended).
-fn end_process_at(deadline: Instant, limit: Option<Duration>) -> std::sync::mpsc::Sender<()> {
+fn end_process_at(
+    deadline: Instant,
+    limit: Option<Duration>,
+) -> Result<std::sync::mpsc::Sender<()>, Error> {
     let (done, wait) = std::sync::mpsc::channel::<()>();
     let limit = limit.map_or(0.0, |t| t.as_secs_f64());
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("pynbox-time-limit".into())
         .stack_size(64 << 10)
         .spawn(move || {
@@ -830,13 +833,10 @@ fn end_process_at(deadline: Instant, limit: Option<Duration>) -> std::sync::mpsc
                 eprintln!("pynbox: time limit of {limit} s reached (--timeout)");
                 std::process::exit(124);
             }
-        });
-    if spawned.is_err() {
+        })
         // Without its watchdog the run could outlast its limit: refuse it.
-        eprintln!("pynbox: cannot start the time-limit thread");
-        std::process::exit(125);
-    }
-    done
+        .map_err(|e| Error::internal(format!("cannot start the time-limit thread: {e}")))?;
+    Ok(done)
 }
 
 /// A guest ready to start, and where its captured output goes.
