@@ -351,7 +351,7 @@ impl State {
             let SlotState::Live { session, .. } = &mut *state else {
                 unreachable!("made live above")
             };
-            let r = f(&mut **session);
+            let r = f(session);
             *slot.last_used.lock().unwrap() = Instant::now();
             return Ok(r);
         }
