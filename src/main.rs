@@ -26,7 +26,9 @@ const EXIT_INTERNAL: u8 = 125;
         (-h, -r, -w) and the environment variables you set (-E); it has no network, no \
         processes and no host environment.\n\n\
         Quick start:\n  pynbox install DEST python tests\n  DEST/bin/test_pynbox\n  \
-        DEST/bin/run python -c 'import os; print(os.listdir(\"/\"))'"
+        DEST/bin/run python -c 'import os; print(os.listdir(\"/\"))'\n\n\
+        As a service: pynbox serve --dest DEST --listen 127.0.0.1:8080 --tokens tokens.toml \
+        (see pynbox serve --help)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -128,9 +130,10 @@ struct ServeArgs {
     /// Listen on a Unix domain socket instead (made readable by this user only).
     #[arg(long, value_name = "PATH")]
     unix: Option<PathBuf>,
-    /// The tenants and their bearer tokens, a TOML file:
-    /// [[tenant]] name = "NAME", token = "TOKEN" (16 characters or more),
-    /// max_concurrent = N (optional).
+    /// The tenants and their bearer tokens, a TOML file: per tenant a
+    /// [[tenant]] table with name = "NAME", token = "TOKEN" (16 characters
+    /// or more), and optionally max_concurrent = N (its guests running at
+    /// once) and max_memory = "256M" (the most memory of one of its guests).
     #[arg(long, value_name = "FILE", required_unless_present = "no_auth")]
     tokens: Option<PathBuf>,
     /// Take requests without tokens, as the one tenant "anonymous": only

@@ -29,7 +29,7 @@ impl Dir {
             d.join("tokens.toml"),
             format!(
                 "[[tenant]]\nname = \"a\"\ntoken = \"{TOKEN_A}\"\n\n\
-                 [[tenant]]\nname = \"b\"\ntoken = \"{TOKEN_B}\"\n"
+                 [[tenant]]\nname = \"b\"\ntoken = \"{TOKEN_B}\"\nmax_memory = \"128M\"\n"
             ),
         )
         .unwrap();
@@ -396,6 +396,15 @@ fn limits_end_runs_and_sessions() {
         "limits": {"memory": 64 * 1024 * 1024}
     }));
     assert_ne!(r["exit_code"], 0, "{r}");
+    // Tenant b's memory maximum (128M, from the tokens file) holds
+    // whatever it asks for; a has the server's.
+    let big = json!({"code": "b = bytearray(200 * 1024 * 1024); print('ok')", "limits": {"memory": 1 << 30}});
+    assert_eq!(
+        server.post("/v1/run", TOKEN_A, big.clone(), 200)["stdout"],
+        "ok\n"
+    );
+    let r = server.post("/v1/run", TOKEN_B, big, 200);
+    assert_ne!(r["exit_code"], 0, "{r}");
     let r = server.post(
         "/v1/run",
         TOKEN_A,
@@ -599,6 +608,23 @@ fn unix_socket_and_refusals_to_start() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("--tokens"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without an interpreter the server stops, saying why.
+    let out = run(&[
+        "serve",
+        "--dest",
+        &dir.0.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--no-auth",
+        "--session-store",
+        &dir.store().display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot load the interpreter"),
         "{}",
         text(&out.stderr)
     );

@@ -194,7 +194,7 @@ async fn run(
             )));
         }
     }
-    let limits = state.limits(req.limits.as_ref())?;
+    let limits = state.limits(&tenant, req.limits.as_ref())?;
     let admission = state.admit(&tenant).await?;
     let st = state.0.clone();
     let stdin = req.stdin.unwrap_or_default().into_bytes();
@@ -264,7 +264,7 @@ async fn create_session(
     Body(req): Body<SessionRequest>,
 ) -> Result<Response, ApiError> {
     state.engine()?;
-    let limits = state.limits(req.limits.as_ref())?;
+    let limits = state.limits(&tenant, req.limits.as_ref())?;
     let admission = state.admit(&tenant).await?;
     let st = state.0.clone();
     let id = blocking(move || {
@@ -336,7 +336,7 @@ async fn call(
     let st = state.0.clone();
     blocking(move || {
         let _admission = admission;
-        st.with_session(&tenant.name, &id, |s| {
+        st.with_session(&tenant, &id, |s| {
             let r = if eval { s.eval(&code) } else { s.exec(&code) };
             match r {
                 Ok(c) => {

@@ -8,6 +8,7 @@
 //! name = "spreadsheet"
 //! token = "a long random string"
 //! max_concurrent = 4      # optional: guest runs at once for this tenant
+//! max_memory = "256M"     # optional: the most memory of one of its guests
 //! ```
 
 use std::path::Path;
@@ -20,6 +21,9 @@ pub struct Tenant {
     pub name: String,
     /// Guest runs of this tenant at once; `None`: the server's limit.
     pub max_concurrent: Option<usize>,
+    /// The most memory one of this tenant's guests may have; `None`: the
+    /// server's maximum.
+    pub max_memory: Option<u64>,
     /// blake3 of the token: what requests are compared with.
     digest: [u8; 32],
 }
@@ -37,6 +41,15 @@ struct Entry {
     name: String,
     token: String,
     max_concurrent: Option<usize>,
+    max_memory: Option<Size>,
+}
+
+/// A size in bytes, or as text such as "256M".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
 }
 
 /// Tokens shorter than this are refused: a server on a network must not
@@ -82,6 +95,15 @@ pub fn parse(text: &str) -> Result<Vec<Tenant>, String> {
                 e.name
             ));
         }
+        let max_memory = match &e.max_memory {
+            None => None,
+            Some(Size::Bytes(n)) => Some(*n),
+            Some(Size::Text(t)) => crate::parse_size(t)
+                .map_err(|err| format!("tenant {}: max_memory: {err}", e.name))?,
+        };
+        if max_memory == Some(0) {
+            return Err(format!("tenant {}: max_memory must be positive", e.name));
+        }
         let digest = *blake3::hash(e.token.as_bytes()).as_bytes();
         if out.iter().any(|t| t.name == e.name) {
             return Err(format!("tenant {} is listed twice", e.name));
@@ -95,6 +117,7 @@ pub fn parse(text: &str) -> Result<Vec<Tenant>, String> {
         out.push(Tenant {
             name: e.name,
             max_concurrent: e.max_concurrent,
+            max_memory,
             digest,
         });
     }
@@ -106,6 +129,7 @@ pub fn anonymous() -> Tenant {
     Tenant {
         name: "anonymous".into(),
         max_concurrent: None,
+        max_memory: None,
         digest: [0; 32],
     }
 }
@@ -149,7 +173,8 @@ mod tests {
     fn tokens_are_checked_and_found() {
         let t = parse(
             "[[tenant]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\n\
-             [[tenant]]\nname = \"b\"\ntoken = \"fedcba9876543210\"\nmax_concurrent = 2\n",
+             [[tenant]]\nname = \"b\"\ntoken = \"fedcba9876543210\"\nmax_concurrent = 2\n\
+             max_memory = \"64M\"\n",
         )
         .unwrap();
         assert_eq!(find(&t, "0123456789abcdef").unwrap().name, "a");

@@ -248,14 +248,24 @@ impl State {
         })
     }
 
-    /// `requested`, each limit capped by the server's maxima; what is not
-    /// asked for is the maximum.
-    fn limits(&self, requested: Option<&api::LimitsRequest>) -> Result<Limits, ApiError> {
+    /// The largest limits `tenant` may have: the server's, with the
+    /// tenant's own memory maximum.
+    fn maxima(&self, tenant: &Tenant) -> Limits {
         let max = self.config.max_limits;
-        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        Limits {
+            memory: min_limit(max.memory, tenant.max_memory),
+            ..max
+        }
+    }
+
+    /// `requested`, each limit capped by `tenant`'s maxima; what is not
+    /// asked for is the maximum.
+    fn limits(
+        &self,
+        tenant: &Tenant,
+        requested: Option<&api::LimitsRequest>,
+    ) -> Result<Limits, ApiError> {
+        let max = self.maxima(tenant);
         let Some(r) = requested else {
             return Ok(max);
         };
@@ -267,26 +277,24 @@ impl State {
             }
         }
         let timeout = match r.timeout {
-            None => max.timeout,
-            Some(t) if t.is_finite() && t > 0.0 => {
-                let t = Duration::try_from_secs_f64(t).ok();
-                match (t, max.timeout) {
-                    (Some(t), Some(m)) => Some(t.min(m)),
-                    (t, m) => t.or(m),
-                }
-            }
+            None => None,
+            // Too far away to represent: no limit of its own.
+            Some(t) if t.is_finite() && t > 0.0 => Duration::try_from_secs_f64(t).ok(),
             Some(_) => {
                 return Err(ApiError::bad(
                     "limits.timeout: give a number of seconds greater than 0",
                 ))
             }
         };
-        Ok(Limits {
-            memory: min(r.memory, max.memory),
-            timeout,
-            max_output: min(r.max_output, max.max_output),
-            ..max
-        })
+        Ok(cap(
+            Limits {
+                memory: r.memory,
+                timeout,
+                max_output: r.max_output,
+                ..max
+            },
+            max,
+        ))
     }
 
     fn session_options(&self, engine: &Engine, limits: Limits) -> SessionOptions {
@@ -304,11 +312,12 @@ impl State {
     /// blocking pool. `None`: no such session (of this tenant).
     fn with_session<R>(
         &self,
-        tenant: &str,
+        who: &Tenant,
         id: &str,
         f: impl FnOnce(&mut Session) -> R,
     ) -> Result<R, ApiError> {
         let engine = self.engine()?;
+        let tenant = who.name.as_str();
         let key = (tenant.to_string(), id.to_string());
         loop {
             let slot = self.slot(&key);
@@ -318,6 +327,9 @@ impl State {
                 SlotState::Live { .. } => {}
                 SlotState::Unloaded => match self.store.load(tenant, id) {
                     Ok(Some((limits, bytes))) => {
+                        // Within today's maxima, which may be lower
+                        // than when the session was saved.
+                        let limits = StoredLimits::of(&cap(limits.limits(), self.maxima(who)));
                         let options = self.session_options(engine, limits.limits());
                         match Session::restore(&engine.python, &bytes, options) {
                             Ok(s) => {
@@ -431,6 +443,12 @@ impl State {
                 continue;
             }
             let Ok(mut state) = slot.state.try_lock() else {
+                if idle.is_zero() {
+                    log(&format!(
+                        "session {} of {} is busy with a call: not saved",
+                        key.1, key.0
+                    ));
+                }
                 continue;
             };
             let SlotState::Live { session, limits } = &mut *state else {
@@ -464,6 +482,24 @@ impl State {
 
     fn live_sessions(&self) -> usize {
         self.sessions.lock().unwrap().len()
+    }
+}
+
+/// The smaller of two limits, `None` being no limit.
+fn min_limit<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `limits`, each no larger than `max`'s.
+fn cap(limits: Limits, max: Limits) -> Limits {
+    Limits {
+        memory: min_limit(limits.memory, max.memory),
+        timeout: min_limit(limits.timeout, max.timeout),
+        max_output: min_limit(limits.max_output, max.max_output),
+        ..limits
     }
 }
 
@@ -585,7 +621,9 @@ async fn run(state: Arc<State>) -> Result<(), String> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }
-    // Load the interpreter while already answering /healthz.
+    // Load the interpreter while already answering /healthz; without
+    // it the server is of no use, and stops.
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(1);
     {
         let state = state.clone();
         tokio::task::spawn_blocking(move || {
@@ -598,7 +636,9 @@ async fn run(state: Arc<State>) -> Result<(), String> {
             let loaded = load_engine(dest, cache);
             match &loaded {
                 Ok(_) => log("ready"),
-                Err(e) => log(&format!("cannot load the interpreter: {e}")),
+                Err(e) => {
+                    let _ = fatal_tx.try_send(format!("cannot load the interpreter: {e}"));
+                }
             }
             let _ = state.engine.set(loaded);
         });
@@ -625,6 +665,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
         r = &mut server => {
             return r.map_err(|e| e.to_string())?;
         }
+        Some(e) = fatal_rx.recv() => return Err(e),
         _ = term.recv() => log("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => log("SIGINT: stopping"),
     }
