@@ -133,7 +133,8 @@ struct ServeArgs {
     /// The tenants and their bearer tokens, a TOML file: per tenant a
     /// [[tenant]] table with name = "NAME", token = "TOKEN" (16 characters
     /// or more), and optionally max_concurrent = N (its guests running at
-    /// once) and max_memory = "256M" (the most memory of one of its guests).
+    /// once), max_memory = "256M" (the most memory of one of its guests) and
+    /// max_sessions = N (its sessions in memory at once).
     #[arg(long, value_name = "FILE", required_unless_present = "no_auth")]
     tokens: Option<PathBuf>,
     /// Take requests without tokens, as the one tenant "anonymous": only
@@ -147,6 +148,10 @@ struct ServeArgs {
     /// past them the server answers 429 with Retry-After [default: 2 x --max-concurrent].
     #[arg(long, value_name = "N")]
     queue: Option<usize>,
+    /// Sessions of one tenant in memory at once (idle ones saved to the
+    /// store do not count); past them, creating one is answered 429.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_sessions: usize,
     /// Seconds without calls after which a session is saved to the store
     /// and dropped from memory; its next call restores it.
     #[arg(long, value_name = "SECONDS", default_value = "300")]
@@ -601,6 +606,7 @@ fn serve(a: ServeArgs) -> ExitCode {
             tenants,
             max_concurrent,
             queue: a.queue.unwrap_or(2 * max_concurrent),
+            max_sessions: a.max_sessions,
             session_idle: secs("session-idle", a.session_idle)?,
             session_store: a
                 .session_store

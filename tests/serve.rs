@@ -428,7 +428,16 @@ fn overload_oversize_and_malformed_requests() {
     let dir = Dir::new("overload");
     let server = Server::start(
         &dir,
-        &["--max-concurrent", "1", "--queue", "1", "--max-body", "1K"],
+        &[
+            "--max-concurrent",
+            "1",
+            "--queue",
+            "1",
+            "--max-body",
+            "1K",
+            "--max-sessions",
+            "2",
+        ],
     );
     let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..4)
@@ -471,6 +480,21 @@ fn overload_oversize_and_malformed_requests() {
     }
     // The server is unaffected.
     assert_eq!(server.run(json!({"code": "print(2)"}))["stdout"], "2\n");
+
+    // At most --max-sessions sessions of a tenant in memory.
+    let first = server.session(TOKEN_A, json!({}));
+    server.session(TOKEN_A, json!({}));
+    let r = server.post("/v1/sessions", TOKEN_A, json!({}), 429);
+    assert_eq!(r["error"]["type"], "TooManyRequests");
+    server.session(TOKEN_B, json!({}));
+    let (s, _, _) = server.call(
+        "DELETE",
+        &format!("/v1/sessions/{first}"),
+        Some(TOKEN_A),
+        None,
+    );
+    assert_eq!(s, 204);
+    server.session(TOKEN_A, json!({}));
 }
 
 #[test]

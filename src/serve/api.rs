@@ -265,6 +265,7 @@ async fn create_session(
 ) -> Result<Response, ApiError> {
     state.engine()?;
     let limits = state.limits(&tenant, req.limits.as_ref())?;
+    state.check_session_room(&tenant)?;
     let admission = state.admit(&tenant).await?;
     let st = state.0.clone();
     let id = blocking(move || {
@@ -280,11 +281,11 @@ async fn create_session(
             })?;
         let id = random_id();
         st.insert(
-            &tenant.name,
+            &tenant,
             &id,
             session,
             super::store::StoredLimits::of(&limits),
-        );
+        )?;
         Ok(id)
     })
     .await?;

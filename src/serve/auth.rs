@@ -9,6 +9,7 @@
 //! token = "a long random string"
 //! max_concurrent = 4      # optional: guest runs at once for this tenant
 //! max_memory = "256M"     # optional: the most memory of one of its guests
+//! max_sessions = 10       # optional: its sessions in memory at once
 //! ```
 
 use std::path::Path;
@@ -24,6 +25,8 @@ pub struct Tenant {
     /// The most memory one of this tenant's guests may have; `None`: the
     /// server's maximum.
     pub max_memory: Option<u64>,
+    /// Sessions of this tenant in memory at once; `None`: the server's limit.
+    pub max_sessions: Option<usize>,
     /// blake3 of the token: what requests are compared with.
     digest: [u8; 32],
 }
@@ -42,6 +45,7 @@ struct Entry {
     token: String,
     max_concurrent: Option<usize>,
     max_memory: Option<Size>,
+    max_sessions: Option<usize>,
 }
 
 /// A size in bytes, or as text such as "256M".
@@ -89,6 +93,12 @@ pub fn parse(text: &str) -> Result<Vec<Tenant>, String> {
                 e.name
             ));
         }
+        if e.max_sessions == Some(0) {
+            return Err(format!(
+                "tenant {}: max_sessions = 0 would refuse every session",
+                e.name
+            ));
+        }
         if e.max_concurrent == Some(0) {
             return Err(format!(
                 "tenant {}: max_concurrent = 0 would refuse every run",
@@ -118,6 +128,7 @@ pub fn parse(text: &str) -> Result<Vec<Tenant>, String> {
             name: e.name,
             max_concurrent: e.max_concurrent,
             max_memory,
+            max_sessions: e.max_sessions,
             digest,
         });
     }
@@ -130,6 +141,7 @@ pub fn anonymous() -> Tenant {
         name: "anonymous".into(),
         max_concurrent: None,
         max_memory: None,
+        max_sessions: None,
         digest: [0; 32],
     }
 }

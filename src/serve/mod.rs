@@ -55,6 +55,9 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Requests of one tenant that may wait beyond those running.
     pub queue: usize,
+    /// Sessions of one tenant in memory at once (idle ones saved to the
+    /// store do not count).
+    pub max_sessions: usize,
     /// A session without calls for this long is saved and dropped from memory.
     pub session_idle: Duration,
     pub session_store: PathBuf,
@@ -393,7 +396,33 @@ impl State {
     }
 
     /// Adds a session just started.
-    fn insert(&self, tenant: &str, id: &str, session: Session, limits: StoredLimits) {
+    /// Refuses (429) when `tenant` already has its maximum of sessions
+    /// in memory.
+    fn session_room(&self, tenant: &Tenant, map: &HashMap<Key, Arc<Slot>>) -> Result<(), ApiError> {
+        let max = tenant.max_sessions.unwrap_or(self.config.max_sessions);
+        if map.keys().filter(|(t, _)| *t == tenant.name).count() >= max {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this tenant has {max} sessions in memory, its maximum: delete one, or wait until one is idle and saved"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_session_room(&self, tenant: &Tenant) -> Result<(), ApiError> {
+        self.session_room(tenant, &self.sessions.lock().unwrap())
+    }
+
+    /// Adds a session just started, if `tenant` has room for it.
+    fn insert(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        session: Session,
+        limits: StoredLimits,
+    ) -> Result<(), ApiError> {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Live {
                 session: Box::new(session),
@@ -401,10 +430,10 @@ impl State {
             }),
             last_used: Mutex::new(Instant::now()),
         });
-        self.sessions
-            .lock()
-            .unwrap()
-            .insert((tenant.to_string(), id.to_string()), slot);
+        let mut map = self.sessions.lock().unwrap();
+        self.session_room(tenant, &map)?;
+        map.insert((tenant.name.clone(), id.to_string()), slot);
+        Ok(())
     }
 
     /// Ends session `id` of `tenant`, in memory and in the store.
@@ -541,6 +570,9 @@ pub fn serve(config: Config) -> Result<(), String> {
     };
     if config.max_concurrent == 0 {
         return Err("--max-concurrent must be at least 1".into());
+    }
+    if config.max_sessions == 0 {
+        return Err("--max-sessions must be at least 1".into());
     }
     let store = Store::open(&config.session_store)?;
     let scratch = std::env::temp_dir().join(format!("pynbox-serve-{}", std::process::id()));
