@@ -72,6 +72,8 @@ impl Server {
         let n = std::fs::read_dir(&dir.0).unwrap().count();
         let log = dir.0.join(format!("server-{n}.log"));
         let mut child = pynbox()
+            // Where runs get their scratch directories (see the SIGTERM test).
+            .env("TMPDIR", std::env::temp_dir())
             .arg("serve")
             .arg("--dest")
             .arg(dest())
@@ -540,7 +542,16 @@ fn sigterm_finishes_running_work_and_saves_live_sessions() {
     std::thread::scope(|s| {
         let running =
             s.spawn(|| server.run(json!({"code": "import time; time.sleep(1.5); print('done')"})));
-        std::thread::sleep(Duration::from_millis(500));
+        // The run has its scratch directory while it runs.
+        let scratch = std::env::temp_dir().join(format!("pynbox-serve-{}", server.child.id()));
+        let started = Instant::now();
+        while std::fs::read_dir(&scratch).map_or(0, |d| d.count()) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the run did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         server.signal(libc::SIGTERM);
         let r = running.join().unwrap();
         assert_eq!(r["stdout"], "done\n");

@@ -532,6 +532,15 @@ fn cap(limits: Limits, max: Limits) -> Limits {
     }
 }
 
+/// The bound address, on stdout (for whoever started the server: a
+/// closed stdout is no reason to fail).
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// One line on stderr.
 pub(crate) fn log(line: &str) {
     eprintln!("pynbox serve: {line}");
@@ -618,7 +627,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let bound = l.local_addr().map_err(|e| e.to_string())?;
-            println!("listening on http://{bound}");
+            announce(&format!("listening on http://{bound}"));
             tokio::spawn(async move {
                 axum::serve(l, app)
                     .with_graceful_shutdown(stopped)
@@ -640,7 +649,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
-            println!("listening on unix:{}", path.display());
+            announce(&format!("listening on unix:{}", path.display()));
             tokio::spawn(async move {
                 axum::serve(l, app)
                     .with_graceful_shutdown(stopped)
@@ -649,10 +658,6 @@ async fn run(state: Arc<State>) -> Result<(), String> {
             })
         }
     };
-    {
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-    }
     // Load the interpreter while already answering /healthz; without
     // it the server is of no use, and stops.
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<String>(1);
