@@ -312,7 +312,7 @@ impl State {
 
     /// Runs `f` on live session `id` of `tenant`, restoring it from the
     /// store first when it is not in memory. Blocking: call it on the
-    /// blocking pool. `None`: no such session (of this tenant).
+    /// blocking pool. No such session (of this tenant) is a 404.
     fn with_session<R>(
         &self,
         who: &Tenant,
@@ -326,7 +326,13 @@ impl State {
             let slot = self.slot(&key);
             let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
             match &*state {
-                SlotState::Gone => continue,
+                // Being saved away or deleted this very moment: it
+                // leaves the table next; look again.
+                SlotState::Gone => {
+                    drop(state);
+                    std::thread::yield_now();
+                    continue;
+                }
                 SlotState::Live { .. } => {}
                 SlotState::Unloaded => match self.store.load(tenant, id) {
                     Ok(Some((limits, bytes))) => {
