@@ -682,3 +682,33 @@ fn unix_socket_and_refusals_to_start() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn sessions_run_side_by_side_and_one_session_takes_turns() {
+    let dir = Dir::new("parallel");
+    let server = &Server::start(&dir, &["--max-concurrent", "4"]);
+    let one = server.session(TOKEN_A, json!({}));
+    let two = server.session(TOKEN_A, json!({}));
+    let both = |ids: [&str; 2], code: &str| {
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            let t: Vec<_> = ids
+                .iter()
+                .map(|&id| s.spawn(move || server.exec(TOKEN_A, id, code)))
+                .collect();
+            for t in t {
+                let r = t.join().unwrap();
+                assert!(r.get("error").is_none(), "{r}");
+            }
+        });
+        started.elapsed()
+    };
+    // Two sessions: at once.
+    let took = both([&one, &two], "import time; time.sleep(1)");
+    assert!(took < Duration::from_millis(1900), "{took:?}");
+    // One session: one call after the other, each seeing the last one's state.
+    let code = "import time\nn = globals().get('n', 0)\ntime.sleep(0.5)\nn += 1";
+    let took = both([&one, &one], code);
+    assert!(took >= Duration::from_millis(1000), "{took:?}");
+    assert_eq!(server.eval(TOKEN_A, &one, "n")["value"], 2);
+}
