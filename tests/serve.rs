@@ -245,9 +245,23 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM, so that the server removes its scratch directory; SIGKILL
+    /// if it does not stop.
     fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            let started = Instant::now();
+            while self.child.try_wait().ok().flatten().is_none()
+                && started.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir(
+            std::env::temp_dir().join(format!("pynbox-serve-{}", self.child.id())),
+        );
     }
 }
 
@@ -589,6 +603,7 @@ fn unix_socket_and_refusals_to_start() {
         .arg(dir.store())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .env("TMPDIR", std::env::temp_dir())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -621,8 +636,8 @@ fn unix_socket_and_refusals_to_start() {
     assert_eq!(status, 200, "{answer}");
     let v: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(v["stdout"], "3\n");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 
     // No tokens: only on loopback, and only when asked for.
     let out = run(&[
