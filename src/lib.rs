@@ -26,6 +26,7 @@ pub mod preinit;
 pub mod pypi;
 pub mod recipes;
 pub mod runtime;
+pub mod serve;
 pub mod session;
 pub mod wasi;
 

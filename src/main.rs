@@ -26,7 +26,9 @@ const EXIT_INTERNAL: u8 = 125;
         (-h, -r, -w) and the environment variables you set (-E); it has no network, no \
         processes and no host environment.\n\n\
         Quick start:\n  pynbox install DEST python tests\n  DEST/bin/test_pynbox\n  \
-        DEST/bin/run python -c 'import os; print(os.listdir(\"/\"))'"
+        DEST/bin/run python -c 'import os; print(os.listdir(\"/\"))'\n\n\
+        As a service: pynbox serve --dest DEST --listen 127.0.0.1:8080 --tokens tokens.toml \
+        (see pynbox serve --help)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -97,6 +99,86 @@ enum Cmd {
         sha256 and cached in $PYNBOX_PYPI_CACHE (default ~/.cache/pynbox/pypi). Every change \
         rewrites DEST/pylock.toml.")]
     Pip(PipArgs),
+    /// Serve the sandbox over HTTP/JSON to many tenants: runs and sessions.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `pynbox serve`.
+#[derive(Args)]
+#[command(
+    after_help = "Start (tokens.toml holds [[tenant]] entries with a name and a token):\n  \
+    pynbox serve --dest DEST --listen 127.0.0.1:8080 --tokens tokens.toml\n\n\
+    Call:\n  \
+    curl -s -H \"Authorization: Bearer $TOKEN\" -d '{\"code\": \"print(6*7)\"}' http://127.0.0.1:8080/v1/run\n  \
+    curl -s -H \"Authorization: Bearer $TOKEN\" -d '{}' http://127.0.0.1:8080/v1/sessions   (then .../v1/sessions/ID/exec and /eval)\n\n\
+    The first line on stdout is the bound address (\"listening on http://ADDR\"); logs go to stderr. \
+    SIGTERM stops accepting, lets running requests finish within --grace, saves live sessions \
+    to the store and exits 0. The API is described in README.md, \"As a service\"."
+)]
+struct ServeArgs {
+    /// The install whose python runs (made with `pynbox install DEST python`).
+    #[arg(long, value_name = "DEST", required = true)]
+    dest: PathBuf,
+    /// Listen on HOST:PORT (port 0 picks a free one).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        required_unless_present = "unix",
+        conflicts_with = "unix"
+    )]
+    listen: Option<String>,
+    /// Listen on a Unix domain socket instead (made readable by this user only).
+    #[arg(long, value_name = "PATH")]
+    unix: Option<PathBuf>,
+    /// The tenants and their bearer tokens, a TOML file: per tenant a
+    /// [[tenant]] table with name = "NAME", token = "TOKEN" (16 characters
+    /// or more), and optionally max_concurrent = N (its guests running at
+    /// once), max_memory = "256M" (the most memory of one of its guests) and
+    /// max_sessions = N (its sessions in memory at once).
+    #[arg(long, value_name = "FILE", required_unless_present = "no_auth")]
+    tokens: Option<PathBuf>,
+    /// Take requests without tokens, as the one tenant "anonymous": only
+    /// on a loopback address or a Unix socket.
+    #[arg(long, conflicts_with = "tokens")]
+    no_auth: bool,
+    /// Guest runs at once, all tenants together [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    max_concurrent: Option<usize>,
+    /// Requests of one tenant that may wait beyond those it has running;
+    /// past them the server answers 429 with Retry-After [default: 2 x --max-concurrent].
+    #[arg(long, value_name = "N")]
+    queue: Option<usize>,
+    /// Sessions of one tenant in memory at once (idle ones saved to the
+    /// store do not count); past them, creating one is answered 429.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_sessions: usize,
+    /// Seconds without calls after which a session is saved to the store
+    /// and dropped from memory; its next call restores it.
+    #[arg(long, value_name = "SECONDS", default_value = "300")]
+    session_idle: f64,
+    /// The directory of saved sessions [default: DEST/sessions]. A server
+    /// started later on the same directory restores them.
+    #[arg(long, value_name = "DIR")]
+    session_store: Option<PathBuf>,
+    /// The most memory a request may give its guest (also what it gets
+    /// when it asks for none), e.g. 256M.
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    max_memory: String,
+    /// The longest time limit, in seconds, of a run or of one session call.
+    #[arg(long, value_name = "SECONDS", default_value = "3600")]
+    max_timeout: f64,
+    /// The most output (stdout and stderr together) of a run or a session.
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    max_output: String,
+    /// The largest request body; a larger one is answered 413.
+    #[arg(long, value_name = "SIZE", default_value = "10M")]
+    max_body: String,
+    /// Seconds a shutdown (SIGTERM) waits for running requests.
+    #[arg(long, value_name = "SECONDS", default_value = "30")]
+    grace: f64,
+    /// Directory for compiled machine code [default: DEST/cache].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -352,6 +434,7 @@ fn main() -> ExitCode {
         Cmd::List { dest } => list(&dest),
         Cmd::Verify { dest } => verify(&dest),
         Cmd::Pip(args) => pip(args),
+        Cmd::Serve(args) => serve(args),
         Cmd::Remove { dest, packages } => {
             let mut log = |l: &str| eprintln!("{l}");
             match pynbox::install::remove(&dest, &packages, &mut log) {
@@ -490,6 +573,64 @@ fn pip(a: PipArgs) -> ExitCode {
             eprintln!("pynbox: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn serve(a: ServeArgs) -> ExitCode {
+    let size = |flag: &str, v: &str| match parse_size(v) {
+        Ok(Some(0)) => Err(format!("--{flag}: give a positive size, or none")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("--{flag}: {e}")),
+    };
+    let secs = |flag: &str, v: f64| {
+        Duration::try_from_secs_f64(v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("--{flag}: give a number of seconds greater than 0"))
+    };
+    let config = (|| -> Result<pynbox::serve::Config, String> {
+        let tenants = match &a.tokens {
+            Some(p) => Some(pynbox::serve::auth::load(p)?),
+            None => None,
+        };
+        let max_concurrent = a
+            .max_concurrent
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let max_body = size("max-body", &a.max_body)?.unwrap_or(u64::MAX);
+        Ok(pynbox::serve::Config {
+            listen: match (&a.listen, &a.unix) {
+                (Some(l), _) => pynbox::serve::Listen::Tcp(l.clone()),
+                (None, Some(u)) => pynbox::serve::Listen::Unix(u.clone()),
+                (None, None) => return Err("give --listen ADDR or --unix PATH".into()),
+            },
+            tenants,
+            max_concurrent,
+            queue: a.queue.unwrap_or(2 * max_concurrent),
+            max_sessions: a.max_sessions,
+            session_idle: secs("session-idle", a.session_idle)?,
+            session_store: a
+                .session_store
+                .clone()
+                .unwrap_or_else(|| a.dest.join("sessions")),
+            max_limits: Limits {
+                memory: size("max-memory", &a.max_memory)?,
+                timeout: Some(secs("max-timeout", a.max_timeout)?),
+                max_output: size("max-output", &a.max_output)?,
+                ..Limits::default()
+            },
+            max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+            grace: secs("grace", a.grace)?,
+            cache_dir: a.cache_dir.clone(),
+            dest: a.dest.clone(),
+        })
+    })();
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    match pynbox::serve::serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(ErrorKind::Input, e),
     }
 }
 

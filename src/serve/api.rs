@@ -1,0 +1,470 @@
+//! The HTTP API: routes, handlers and their JSON. Every handler checks
+//! what it is given, waits for its turn ([`State::admit`]) and runs the
+//! guest on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{auth, log, random_id, ApiError, State};
+use crate::session::{CallError, CallErrorKind, Value};
+use crate::{Input, Limits, MountSpec, Output, Sandbox, Status};
+
+type Shared = axum::extract::State<Arc<State>>;
+
+pub(super) fn router(state: Arc<State>) -> Router {
+    let max_body = state.config.max_body;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/run", post(run))
+        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions/{id}", axum::routing::delete(delete_session))
+        .route("/v1/sessions/{id}/exec", post(exec))
+        .route("/v1/sessions/{id}/eval", post(eval))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this endpoint takes another method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Gives every response an `x-request-id` and logs one line per request.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = &random_id()[..16];
+    let started = Instant::now();
+    let line = format!("{} {}", req.method(), req.uri().path());
+    let mut r = next.run(req).await;
+    r.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(id).expect("hex is a header value"),
+    );
+    log(&format!(
+        "{id} {line} {} {:.1} ms",
+        r.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+    r
+}
+
+/// The tenant of a request, from its bearer token.
+pub(super) struct Caller(auth::Tenant);
+
+impl FromRequestParts<Arc<State>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        if !state.auth {
+            return Ok(Caller(state.tenants[0].clone()));
+        }
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::bearer)
+            .ok_or_else(|| unauthorized("give your token as 'Authorization: Bearer TOKEN'"))?;
+        auth::find(&state.tenants, token)
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| unauthorized("the token is not valid"))
+    }
+}
+
+/// A JSON request body, with the API's own errors: 413 past the size
+/// limit, 400 with one line for anything malformed.
+pub(super) struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    r.status(),
+                    "the request body is larger than the server takes (--max-body)",
+                )
+            } else {
+                ApiError::new(r.status(), r.body_text().replace('\n', " "))
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::bad(format!("malformed request: {e}")))
+    }
+}
+
+/// Limits a request may ask for, each capped by the server's maxima.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LimitsRequest {
+    pub memory: Option<u64>,
+    pub timeout: Option<f64>,
+    pub max_output: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    code: Option<String>,
+    argv: Option<Vec<String>>,
+    stdin: Option<String>,
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+    limits: Option<LimitsRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionRequest {
+    limits: Option<LimitsRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeRequest {
+    code: String,
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: Shared) -> Result<Json<serde_json::Value>, ApiError> {
+    state.engine()?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// Runs `f` on the blocking pool; a panic there is a 500, not a crash.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("internal error: {e}")))?
+}
+
+async fn run(
+    state: Shared,
+    Caller(tenant): Caller,
+    Body(req): Body<RunRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.engine()?;
+    let args = match (req.code, req.argv) {
+        (Some(code), None) => vec!["-c".to_string(), code],
+        (None, Some(argv)) => argv,
+        _ => {
+            return Err(ApiError::bad(
+                "give either \"code\" (Python source) or \"argv\" (python's arguments)",
+            ))
+        }
+    };
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::bad("an argument contains a NUL character"));
+    }
+    for name in req.files.keys() {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+            || name.len() > 255
+        {
+            return Err(ApiError::bad(format!(
+                "files: {name:?} is not a plain file name (it lands in /tmp)"
+            )));
+        }
+    }
+    let limits = state.limits(&tenant, req.limits.as_ref())?;
+    let admission = state.admit(&tenant).await?;
+    let st = state.0.clone();
+    let stdin = req.stdin.unwrap_or_default().into_bytes();
+    blocking(move || {
+        let _admission = admission;
+        run_once(&st, args, stdin, req.files, limits)
+    })
+    .await
+    .map(Json)
+}
+
+fn run_once(
+    state: &State,
+    args: Vec<String>,
+    stdin: Vec<u8>,
+    files: BTreeMap<String, String>,
+    limits: Limits,
+) -> Result<serde_json::Value, ApiError> {
+    let engine = state.engine()?;
+    let scratch = state.scratch.join(random_id());
+    let result = (|| {
+        std::fs::create_dir(&scratch)
+            .map_err(|e| ApiError::internal(format!("cannot make a scratch directory: {e}")))?;
+        for (name, content) in &files {
+            std::fs::write(scratch.join(name), content)
+                .map_err(|e| ApiError::internal(format!("cannot write {name}: {e}")))?;
+        }
+        let program = match &engine.snapshot {
+            Some(s) if crate::preinit::resumable(&args, &[]) => s,
+            _ => &engine.interpreter,
+        };
+        let sandbox = Sandbox::new(program)
+            .arg0(engine.python.arg0())
+            .args(args)
+            .stdin(Input::Bytes(stdin))
+            .stdout(Output::Capture)
+            .stderr(Output::Capture)
+            .limits(limits)
+            .mount(MountSpec::new(engine.root.clone(), "/", false).expect("/ is a mount point"))
+            .mount(MountSpec::new(scratch.clone(), "/tmp", true).expect("/tmp is a mount point"));
+        sandbox.run().map_err(|e| match e.kind() {
+            crate::ErrorKind::Input => ApiError::bad(e.to_string()),
+            crate::ErrorKind::Internal => ApiError::internal(e.to_string()),
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let r = result?;
+    let (limit, crash) = match &r.status {
+        Status::TimeLimit => (Some("time"), None),
+        Status::MemoryLimit => (Some("memory"), None),
+        Status::OutputLimit => (Some("output"), None),
+        Status::Crashed(why) => (None, Some(why.clone())),
+        Status::Exited(_) => (None, None),
+    };
+    Ok(json!({
+        "exit_code": r.status.exit_code(),
+        "stdout": String::from_utf8_lossy(&r.stdout),
+        "stderr": String::from_utf8_lossy(&r.stderr),
+        "limit": limit,
+        "crash": crash,
+    }))
+}
+
+async fn create_session(
+    state: Shared,
+    Caller(tenant): Caller,
+    Body(req): Body<SessionRequest>,
+) -> Result<Response, ApiError> {
+    state.engine()?;
+    let limits = state.limits(&tenant, req.limits.as_ref())?;
+    state.check_session_room(&tenant)?;
+    let admission = state.admit(&tenant).await?;
+    let st = state.0.clone();
+    let id = blocking(move || {
+        let _admission = admission;
+        let engine = st.engine()?;
+        let options = st.session_options(engine, limits);
+        let session =
+            crate::session::Session::start(&engine.python, options).map_err(|e| {
+                match e.kind() {
+                    crate::ErrorKind::Input => ApiError::bad(e.to_string()),
+                    crate::ErrorKind::Internal => ApiError::internal(e.to_string()),
+                }
+            })?;
+        let id = random_id();
+        st.insert(
+            &tenant,
+            &id,
+            session,
+            super::store::StoredLimits::of(&limits),
+        )?;
+        Ok(id)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+/// A session id as the server makes them: 32 lowercase hex digits.
+/// Anything else is no session (404, as for an unknown id).
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+async fn exec(
+    state: Shared,
+    Caller(tenant): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<CodeRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    call(state, tenant, id, req.code, false).await
+}
+
+async fn eval(
+    state: Shared,
+    Caller(tenant): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<CodeRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    call(state, tenant, id, req.code, true).await
+}
+
+async fn call(
+    state: Shared,
+    tenant: auth::Tenant,
+    id: String,
+    code: String,
+    eval: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_id(&id)?;
+    state.engine()?;
+    let admission = state.admit(&tenant).await?;
+    let st = state.0.clone();
+    blocking(move || {
+        let _admission = admission;
+        st.with_session(&tenant, &id, |s| {
+            let r = if eval { s.eval(&code) } else { s.exec(&code) };
+            match r {
+                Ok(c) => {
+                    let mut out = json!({
+                        "stdout": String::from_utf8_lossy(&c.stdout),
+                        "stderr": String::from_utf8_lossy(&c.stderr),
+                    });
+                    if eval {
+                        out["value"] = to_json(&c.value);
+                    }
+                    out
+                }
+                Err(e) => call_error(&e, s.is_alive()),
+            }
+        })
+    })
+    .await
+    .map(Json)
+}
+
+/// A failed call, answered with 200: `{"error": {"kind", "type",
+/// "message", "traceback"}, "alive", "stdout", "stderr"}`.
+fn call_error(e: &CallError, alive: bool) -> serde_json::Value {
+    let (kind, type_name, traceback) = match &e.kind {
+        CallErrorKind::Guest {
+            type_name,
+            traceback,
+        } => ("guest", type_name.as_str(), Some(traceback.as_str())),
+        CallErrorKind::TimeLimit => ("limit", "TimeLimit", None),
+        CallErrorKind::MemoryLimit => ("limit", "MemoryLimit", None),
+        CallErrorKind::OutputLimit => ("limit", "OutputLimit", None),
+        CallErrorKind::Ended => ("ended", "SessionEnded", None),
+        CallErrorKind::Dead => ("dead", "SessionDead", None),
+        CallErrorKind::Input => ("input", "InputTooLarge", None),
+    };
+    json!({
+        "error": {
+            "kind": kind,
+            "type": type_name,
+            "message": e.message,
+            "traceback": traceback,
+        },
+        "alive": alive,
+        "stdout": String::from_utf8_lossy(&e.stdout),
+        "stderr": String::from_utf8_lossy(&e.stderr),
+    })
+}
+
+async fn delete_session(
+    state: Shared,
+    Caller(tenant): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let st = state.0.clone();
+    if blocking(move || st.delete(&tenant.name, &id)).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+/// An interchange value as JSON: None, bools, ints, finite floats, str
+/// and lists as themselves; a dict whose keys are all str, none starting
+/// with `$`, as an object (key order is not kept); everything else as an
+/// object with one `$` key: `{"$bytes": BASE64}`, `{"$float": "nan" |
+/// "inf" | "-inf"}`, `{"$dict": [[KEY, VALUE], ...]}`, `{"$repr": TEXT}`.
+pub(super) fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::None => serde_json::Value::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(n) => json!(n),
+        Value::Float(x) if x.is_finite() => json!(x),
+        Value::Float(x) => json!({"$float": if x.is_nan() {
+            "nan"
+        } else if *x > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        }}),
+        Value::Str(s) => json!(s),
+        Value::Bytes(b) => {
+            json!({"$bytes": base64::engine::general_purpose::STANDARD.encode(b)})
+        }
+        Value::List(items) => serde_json::Value::Array(items.iter().map(to_json).collect()),
+        Value::Dict(items) => {
+            let plain = items
+                .iter()
+                .all(|(k, _)| matches!(k, Value::Str(s) if !s.starts_with('$')));
+            if plain {
+                let mut m = serde_json::Map::new();
+                for (k, v) in items {
+                    if let Value::Str(k) = k {
+                        m.insert(k.clone(), to_json(v));
+                    }
+                }
+                serde_json::Value::Object(m)
+            } else {
+                json!({"$dict": items
+                    .iter()
+                    .map(|(k, v)| json!([to_json(k), to_json(v)]))
+                    .collect::<Vec<_>>()})
+            }
+        }
+        Value::Repr(r) => json!({ "$repr": r }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_become_json() {
+        let v = Value::List(vec![
+            Value::None,
+            Value::Int(-3),
+            Value::Float(f64::NAN),
+            Value::Bytes(b"hi".to_vec()),
+            Value::Dict(vec![(Value::Str("a".into()), Value::Bool(true))]),
+            Value::Dict(vec![(Value::Int(1), Value::Str("x".into()))]),
+            Value::Repr("<object>".into()),
+        ]);
+        assert_eq!(
+            to_json(&v),
+            json!([null, -3, {"$float": "nan"}, {"$bytes": "aGk="}, {"a": true},
+                   {"$dict": [[1, "x"]]}, {"$repr": "<object>"}])
+        );
+    }
+}
