@@ -18,6 +18,12 @@ use serde::{Deserialize, Serialize};
 use crate::Limits;
 
 const MAGIC: &[u8] = b"pynbox-serve-session 1\n";
+
+/// Whether `id` has the form of the ids sessions are given: 128 random
+/// bits as 32 lowercase hex digits.
+pub fn is_session_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 const TEMP_PREFIX: &str = ".partial-";
 
 /// A session's limits as the store keeps them.
@@ -84,9 +90,16 @@ impl Store {
 
     /// The file of session `id` (32 hex digits, checked by the caller) of
     /// `tenant`.
-    fn path(&self, tenant: &str, id: &str) -> PathBuf {
+    /// The file of session `id` of `tenant`; none for an id that is not
+    /// one this server makes (32 lowercase hex digits). The id comes from
+    /// the request's path, percent-decoded: anything else (`..%2F..`)
+    /// must never become part of a file name.
+    fn path(&self, tenant: &str, id: &str) -> Option<PathBuf> {
+        if !is_session_id(id) {
+            return None;
+        }
         let t = blake3::hash(tenant.as_bytes()).to_hex();
-        self.dir.join(format!("{}-{id}.session", &t[..32]))
+        Some(self.dir.join(format!("{}-{id}.session", &t[..32])))
     }
 
     /// Writes a saved session atomically.
@@ -115,7 +128,10 @@ impl Store {
             f.write_all(&header)?;
             f.write_all(saved)?;
             f.sync_all()?;
-            std::fs::rename(&temp, self.path(tenant, id))?;
+            let path = self
+                .path(tenant, id)
+                .ok_or_else(|| std::io::Error::other("not a session id"))?;
+            std::fs::rename(&temp, path)?;
             std::fs::File::open(&self.dir)?.sync_all()
         };
         write().map_err(|e| {
@@ -126,7 +142,10 @@ impl Store {
 
     /// The saved session `id` of `tenant`, if the store has it.
     pub fn load(&self, tenant: &str, id: &str) -> Result<Option<(StoredLimits, Vec<u8>)>, String> {
-        let data = match std::fs::read(self.path(tenant, id)) {
+        let Some(path) = self.path(tenant, id) else {
+            return Ok(None);
+        };
+        let data = match std::fs::read(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read the session store: {e}")),
@@ -152,7 +171,10 @@ impl Store {
 
     /// Forgets session `id` of `tenant` (nothing if it was never saved).
     pub fn remove(&self, tenant: &str, id: &str) -> Result<(), String> {
-        match std::fs::remove_file(self.path(tenant, id)) {
+        let Some(path) = self.path(tenant, id) else {
+            return Ok(());
+        };
+        match std::fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(format!("cannot remove from the session store: {e}")),
@@ -185,5 +207,37 @@ mod tests {
         s.remove("a", id).unwrap();
         assert!(s.load("a", id).unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ids_from_requests_never_name_files_outside_the_store() {
+        let base = std::env::temp_dir().join(format!("pynbox-store-escape-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("store");
+        let s = Store::open(&dir).unwrap();
+        // What a percent-decoded `..%2F` in the request's path would give.
+        // A directory in the store with the name a tenant's file would
+        // start with lets `HASH-x/../../` resolve: the id check alone
+        // keeps the victim.
+        let victim = base.join("victim.session");
+        std::fs::write(&victim, b"keep").unwrap();
+        let prefix = &blake3::hash(b"a").to_hex()[..32];
+        std::fs::create_dir(dir.join(format!("{prefix}-x"))).unwrap();
+        let limits = StoredLimits::of(&Limits::default());
+        for id in [
+            "../victim",
+            "x/../../victim",
+            "/etc/passwd",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "",
+        ] {
+            s.remove("a", id).unwrap();
+            assert!(s.load("a", id).unwrap().is_none());
+            assert!(s.save("a", id, limits, b"x").is_err());
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&base);
     }
 }
