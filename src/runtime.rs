@@ -605,6 +605,25 @@ pub enum Status {
 }
 
 impl Status {
+    /// Which limit ended the run, as the binding and the server name it:
+    /// "time", "memory" or "output".
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            Status::TimeLimit => Some("time"),
+            Status::MemoryLimit => Some("memory"),
+            Status::OutputLimit => Some("output"),
+            Status::Exited(_) | Status::Crashed(_) => None,
+        }
+    }
+
+    /// Why the guest crashed, if it did.
+    pub fn crash(&self) -> Option<&str> {
+        match self {
+            Status::Crashed(why) => Some(why),
+            _ => None,
+        }
+    }
+
     /// The exit status the CLI uses for this outcome.
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use pynbox::install::{Dest, InstallOptions, Repo, Runner, PYTHON};
-use pynbox::{Input, Limits, MountSpec, Output, Runtime, Sandbox, Status};
+use pynbox::{Input, Limits, MountSpec, Output, Runtime, Sandbox};
 
 mod prepare;
 mod session;
@@ -457,13 +457,7 @@ fn run(
             sandbox = sandbox.env(k, v);
         }
         let r = sandbox.run().map_err(to_py_err)?;
-        let (limit, crash) = match &r.status {
-            Status::TimeLimit => (Some("time"), None),
-            Status::MemoryLimit => (Some("memory"), None),
-            Status::OutputLimit => (Some("output"), None),
-            Status::Crashed(why) => (None, Some(why.clone())),
-            Status::Exited(_) => (None, None),
-        };
+        let (limit, crash) = (r.status.limit(), r.status.crash().map(str::to_string));
         Ok(RunResult {
             exit_code: r.status.exit_code(),
             out: r.stdout,

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::{auth, log, random_id, ApiError, State};
 use crate::session::{CallError, CallErrorKind, Value};
-use crate::{Input, Limits, MountSpec, Output, Sandbox, Status};
+use crate::{Input, Limits, MountSpec, Output, Sandbox};
 
 type Shared = axum::extract::State<Arc<State>>;
 
@@ -242,13 +242,7 @@ fn run_once(
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     let r = result?;
-    let (limit, crash) = match &r.status {
-        Status::TimeLimit => (Some("time"), None),
-        Status::MemoryLimit => (Some("memory"), None),
-        Status::OutputLimit => (Some("output"), None),
-        Status::Crashed(why) => (None, Some(why.clone())),
-        Status::Exited(_) => (None, None),
-    };
+    let (limit, crash) = (r.status.limit(), r.status.crash().map(str::to_string));
     Ok(json!({
         "exit_code": r.status.exit_code(),
         "stdout": String::from_utf8_lossy(&r.stdout),
