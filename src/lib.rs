@@ -21,6 +21,7 @@ pub mod fuzzing;
 pub mod install;
 pub mod lockdown;
 pub mod mounts;
+pub mod native;
 pub mod packages;
 pub mod preinit;
 pub mod pypi;

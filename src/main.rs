@@ -378,6 +378,14 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     preinit: Option<PathBuf>,
 
+    /// The install (`pynbox install DEST ...`, passed by bin/run) whose
+    /// native modules python may import: the `.so` files its packages
+    /// placed, checked against their recorded sha256 when loaded. Without
+    /// it no native module can be loaded; a module written inside the
+    /// sandbox never can.
+    #[arg(long, value_name = "DEST")]
+    native_modules: Option<PathBuf>,
+
     /// Directory for compiled machine code [default: $PYNBOX_CACHE_DIR, else
     /// $XDG_CACHE_HOME/pynbox/modules, else ~/.cache/pynbox/modules].
     #[arg(long, value_name = "DIR")]
@@ -798,6 +806,14 @@ fn run(a: RunArgs) -> ExitCode {
         }
     }
     let verbose = std::env::var_os("VERBOSE").is_some_and(|v| v != "0" && !v.is_empty());
+    // What the install placed, read while its receipts are still readable.
+    let installed = match &a.native_modules {
+        Some(dest) => match pynbox::native::Installed::read(dest) {
+            Ok(i) => i,
+            Err(e) => return usage(format!("--native-modules: {e}")),
+        },
+        None => pynbox::native::Installed::none(),
+    };
     // The second wall, file access first: before any thread starts, so that
     // every thread is confined even where Landlock cannot reach threads
     // already running.
@@ -871,7 +887,14 @@ fn run(a: RunArgs) -> ExitCode {
     };
     pynbox::runtime::timing("read and load the program", started);
 
+    // Their machine code is mapped now: once the second wall stands, no
+    // new executable memory can be made.
+    let native = pynbox::native::NativeModules::new(&runtime, installed);
+    native.preload();
+    pynbox::runtime::timing("map the native modules' code", started);
+
     let mut sandbox = Sandbox::new(&program)
+        .native_modules(native)
         .arg0(&arg0)
         .args(guest_args.iter().cloned())
         .stdin(Input::Inherit)

@@ -85,6 +85,8 @@ pub(crate) struct Guest {
     /// The host's side of a session's messages (src/session/); `None` in
     /// a plain run, whose guest then cannot use them.
     pub session: Option<Box<crate::session::Channel>>,
+    /// The native modules this guest may load and has loaded.
+    pub native: crate::native::Loader,
 }
 
 pub(crate) struct MemoryLimiter {
@@ -178,6 +180,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker)
             .and_then(|_| crate::session::add_to_linker(&mut linker))
+            .and_then(|_| crate::native::add_to_linker(&mut linker))
             .map_err(|e| Error::internal(format!("cannot link the WASI calls: {e}")))?;
         if epochs {
             start_epoch_ticker(&engine);
@@ -299,6 +302,14 @@ impl Runtime {
             id: id.to_string(),
             interruption: self.interruption,
         })
+    }
+
+    /// A native side module (src/native/), compiled or from the cache.
+    pub(crate) fn compile_side_module(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
+        check_magic(name, bytes)?;
+        crate::native::dylink::read(bytes)
+            .map_err(|why| Error::input(format!("'{name}' cannot be loaded: {why}")))?;
+        Ok(self.compile_cached(name, bytes)?.0)
     }
 
     /// Compiles the program at `path` into the cache and records the
@@ -659,6 +670,7 @@ pub struct Sandbox {
     stderr: Output,
     limits: Limits,
     allow_symlinks: bool,
+    native: Arc<crate::native::NativeModules>,
 }
 
 impl Sandbox {
@@ -677,6 +689,7 @@ impl Sandbox {
             stderr: Output::Capture,
             limits: Limits::default(),
             allow_symlinks: false,
+            native: crate::native::NativeModules::none(),
         }
     }
 
@@ -733,6 +746,12 @@ impl Sandbox {
     /// Lets the guest create symbolic links in read-write mounts.
     pub fn allow_symlinks(mut self, allow: bool) -> Sandbox {
         self.allow_symlinks = allow;
+        self
+    }
+
+    /// The native modules the guest may load (`dlopen`): by default none.
+    pub fn native_modules(mut self, modules: Arc<crate::native::NativeModules>) -> Sandbox {
+        self.native = modules;
         self
     }
 
@@ -809,6 +828,7 @@ impl Sandbox {
                 hit: false,
             },
             session: None,
+            native: crate::native::Loader::new(self.native),
         };
         Ok(Setup {
             guest,

@@ -1,0 +1,302 @@
+//! Native extension modules: wasm side modules loaded into a running
+//! guest, so that one interpreter serves any set of native packages.
+//!
+//! An extension module (`etree.cpython-313-wasm32-wasi.so`) or a library
+//! it needs (`libxml2.so`) is a wasm module built with `clang -fPIC
+//! -shared`: it imports the interpreter's memory, function table and stack
+//! pointer, says in its `dylink.0` section how much memory and how many
+//! table slots it needs, and imports what it uses of the interpreter (the
+//! C API, the C library) by name. CPython's ordinary `dlopen` path
+//! (`Python/dynload_shlib.c`) reaches the host through three imports
+//! (`recipes/python/files/pynbox_dynload.c` is the guest's half):
+//!
+//! - `pynbox.dl_open(fd, flags) -> handle`: the guest opened the file
+//!   itself, through its mounts; the host reads it through that
+//!   descriptor, and loads it only if it is one of the modules `pynbox
+//!   install` placed ([`Installed`], identified by the sha256 the
+//!   package's receipt records), together with the libraries it needs;
+//! - `pynbox.dl_sym(handle, name, len) -> address or table index`;
+//! - `pynbox.dl_error(buf, cap) -> len`: why the last call failed.
+//!
+//! Loading ([`link`]) allocates the module's data inside the guest (its
+//! own allocator, so the memory limit holds), grows the table, resolves
+//! every import against the interpreter's exports and the modules
+//! already loaded, applies relocations and runs constructors. A module
+//! that cannot be loaded is an `ImportError` in the guest, never an error
+//! of the host.
+
+pub mod dylink;
+mod link;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Caller, Linker, Module};
+
+use crate::runtime::{Error, Guest, Runtime};
+use crate::wasi::memory_of;
+
+/// The largest side module the host reads (numpy's biggest is about
+/// 10 MB).
+pub const MAX_MODULE_BYTES: u64 = 256 << 20;
+/// The longest symbol name `dl_sym` accepts.
+const MAX_SYMBOL: usize = 4096;
+
+/// The native modules of an install: the `.so` files its packages'
+/// receipts list, by content. Read before the process is locked down.
+#[derive(Clone, Debug, Default)]
+pub struct Installed {
+    /// sha256 of the file's bytes → where it is.
+    by_hash: HashMap<String, InstalledModule>,
+}
+
+#[derive(Clone, Debug)]
+struct InstalledModule {
+    /// The path the guest sees (`/python/lib/.../x.so`), for messages.
+    guest_path: String,
+    /// The file on the host, for libraries named as needed.
+    host_path: PathBuf,
+}
+
+impl Installed {
+    /// No modules: every `dlopen` is refused.
+    pub fn none() -> Installed {
+        Installed::default()
+    }
+
+    /// The `.so` files installed in `dest` (`pynbox install DEST ...`).
+    pub fn read(dest: &Path) -> Result<Installed, Error> {
+        let installed = crate::install::Dest::open(dest, false)
+            .map_err(|e| Error::input(format!("{}: {e}", dest.display())))?;
+        let receipts = installed
+            .receipts()
+            .map_err(|e| Error::input(format!("{}: {e}", dest.display())))?;
+        let mut by_hash = HashMap::new();
+        for r in receipts {
+            for f in r.files {
+                let Some(below_root) = f.path.strip_prefix("root/") else {
+                    continue;
+                };
+                if is_module_name(below_root) {
+                    by_hash.insert(
+                        f.sha256.to_ascii_lowercase(),
+                        InstalledModule {
+                            guest_path: format!("/{below_root}"),
+                            host_path: dest.join(&f.path),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(Installed { by_hash })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// The installed library with this file name (a `dylink.0` needed
+    /// entry); the first by guest path when two packages ship one.
+    fn library(&self, name: &str) -> Option<(&str, &InstalledModule)> {
+        self.by_hash
+            .iter()
+            .filter(|(_, m)| m.guest_path.rsplit('/').next() == Some(name))
+            .min_by(|a, b| a.1.guest_path.cmp(&b.1.guest_path))
+            .map(|(h, m)| (h.as_str(), m))
+    }
+}
+
+/// Whether a file below the root is a native module by its name: an
+/// extension module or a shared library (`x.so`, `libfoo.so.2`).
+pub fn is_module_name(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".so") || name.contains(".so.")
+}
+
+/// The installed modules compiled for one [`Runtime`]: what a guest of
+/// that runtime may load. Shared by every sandbox and session of an
+/// install.
+pub struct NativeModules {
+    installed: Installed,
+    runtime: Option<Runtime>,
+    /// Compiled code by sha256, loaded once.
+    compiled: Mutex<HashMap<String, Module>>,
+}
+
+impl NativeModules {
+    /// Nothing may be loaded.
+    pub fn none() -> Arc<NativeModules> {
+        Arc::new(NativeModules {
+            installed: Installed::none(),
+            runtime: None,
+            compiled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn new(runtime: &Runtime, installed: Installed) -> Arc<NativeModules> {
+        Arc::new(NativeModules {
+            installed,
+            runtime: Some(runtime.clone()),
+            compiled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Loads every module's compiled code now (from the cache `pynbox
+    /// install` filled). For a process that is about to forbid itself
+    /// new executable memory (the CLI's second wall): afterwards a load
+    /// only instantiates. A module that fails here fails again, with its
+    /// message, when the guest asks for it.
+    pub fn preload(&self) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        for (hash, m) in &self.installed.by_hash {
+            if let Ok(bytes) = read_bounded(&m.host_path) {
+                if hex_sha256(&bytes) == *hash {
+                    if let Ok(module) = runtime.compile_side_module(&m.guest_path, &bytes) {
+                        self.compiled.lock().unwrap().insert(hash.clone(), module);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The compiled module for these bytes, if they are an installed
+    /// module; `name` is for messages.
+    fn module_for(&self, name: &str, bytes: &[u8]) -> Result<(String, Module), String> {
+        let hash = hex_sha256(bytes);
+        if !self.installed.by_hash.contains_key(&hash) {
+            return Err(if self.installed.is_empty() {
+                "no native modules are installed in this sandbox (only modules placed by `pynbox install` may be loaded)".to_string()
+            } else {
+                "not a native module installed by `pynbox install` (modules written or changed inside the sandbox are refused)".to_string()
+            });
+        }
+        if let Some(m) = self.compiled.lock().unwrap().get(&hash) {
+            return Ok((hash, m.clone()));
+        }
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or("native modules are not enabled for this sandbox")?;
+        let module = runtime
+            .compile_side_module(name, bytes)
+            .map_err(|e| e.to_string())?;
+        self.compiled
+            .lock()
+            .unwrap()
+            .insert(hash.clone(), module.clone());
+        Ok((hash, module))
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_MODULE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MODULE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_MODULE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// One guest's loaded modules.
+pub(crate) struct Loader {
+    modules: Arc<NativeModules>,
+    loaded: Vec<link::Library>,
+    /// Why the last call failed, for `dl_error`.
+    error: String,
+    /// Function → its table slot, so that a function has one address
+    /// whoever asks (CPython compares slot functions by address).
+    slots: Option<HashMap<usize, u32>>,
+}
+
+impl Loader {
+    pub(crate) fn new(modules: Arc<NativeModules>) -> Loader {
+        Loader {
+            modules,
+            loaded: Vec::new(),
+            error: String::new(),
+            slots: None,
+        }
+    }
+}
+
+/// Registers `pynbox.dl_open`, `pynbox.dl_sym` and `pynbox.dl_error`.
+pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "pynbox",
+        "dl_open",
+        |mut caller: Caller<'_, Guest>, fd: i32, _flags: i32| -> wasmtime::Result<i32> {
+            match link::open(&mut caller, fd) {
+                Ok(handle) => Ok(handle),
+                Err(link::Fail::Refuse(why)) => {
+                    caller.data_mut().native.error = why;
+                    Ok(0)
+                }
+                Err(link::Fail::Trap(e)) => Err(e),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "pynbox",
+        "dl_sym",
+        |mut caller: Caller<'_, Guest>, handle: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let name = {
+                let memory = memory_of(&mut caller)?;
+                let data = memory.data(&caller);
+                let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+                match ptr.checked_add(len) {
+                    Some(end) if end <= data.len() && len <= MAX_SYMBOL => {
+                        String::from_utf8_lossy(&data[ptr..end]).into_owned()
+                    }
+                    _ => {
+                        caller.data_mut().native.error = "dlsym: bad symbol name".into();
+                        return Ok(0);
+                    }
+                }
+            };
+            match link::symbol(&mut caller, handle, &name) {
+                Ok(v) => Ok(v as i32),
+                Err(link::Fail::Refuse(why)) => {
+                    caller.data_mut().native.error = why;
+                    Ok(0)
+                }
+                Err(link::Fail::Trap(e)) => Err(e),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "pynbox",
+        "dl_error",
+        |mut caller: Caller<'_, Guest>, ptr: i32, cap: i32| -> wasmtime::Result<i32> {
+            let message = std::mem::take(&mut caller.data_mut().native.error);
+            let memory = memory_of(&mut caller)?;
+            let data = memory.data_mut(&mut caller);
+            let (ptr, cap) = (ptr as u32 as usize, cap as u32 as usize);
+            let n = message.len().min(cap);
+            match ptr.checked_add(n) {
+                Some(end) if end <= data.len() => {
+                    data[ptr..end].copy_from_slice(&message.as_bytes()[..n]);
+                    Ok(n as i32)
+                }
+                _ => Ok(0),
+            }
+        },
+    )?;
+    Ok(())
+}
