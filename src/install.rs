@@ -932,14 +932,19 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
     Ok(())
 }
 
-/// Compiles the package's wasm programs into DEST's cache now, so that no
-/// run waits for the compiler: once for each way of stopping a guest
-/// (bin/run's, and the library's for sessions and embedders).
+/// Compiles the package's wasm programs and native modules into DEST's
+/// cache now, so that no run waits for the compiler: once for each way of
+/// stopping a guest (bin/run's, and the library's for sessions and
+/// embedders).
 fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
     let Ok(runtimes) = crate::runtime::all_runtimes(Some(dest.path().join("cache"))) else {
         return;
     };
-    for f in manifest.files.iter().filter(|f| f.path.ends_with(".wasm")) {
+    for f in &manifest.files {
+        let program = f.path.ends_with(".wasm");
+        if !program && !crate::native::is_module_name(&f.path) {
+            continue;
+        }
         let path = dest.path().join("root").join(&f.path);
         let start = Instant::now();
         if !dest.options.quiet {
@@ -948,7 +953,14 @@ fn precompile(dest: &Dest, manifest: &packages::Manifest, log: Log) {
                 f.path
             );
         }
-        match runtimes.iter().try_for_each(|r| r.precompile_file(&path)) {
+        let compiled = if program {
+            runtimes.iter().try_for_each(|r| r.precompile_file(&path))
+        } else {
+            runtimes
+                .iter()
+                .try_for_each(|r| r.precompile_side_module(&path))
+        };
+        match compiled {
             Ok(()) => log(&format!(
                 "compiled /{} in {:.1} s",
                 f.path,
@@ -999,7 +1011,7 @@ fn run_script(python: Option<&str>) -> String {
   echo
   exec "$here/pynbox" run --help
 fi
-exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache" --preinit "$dest/{preinit}"{python} "$@"
+exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache" --preinit "$dest/{preinit}" --native-modules "$dest"{python} "$@"
 "#
     )
 }

@@ -312,6 +312,14 @@ impl Runtime {
         Ok(self.compile_cached(name, bytes)?.0)
     }
 
+    /// Compiles the native side module at `path` into the cache.
+    pub fn precompile_side_module(&self, path: &Path) -> Result<(), Error> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::input(format!("cannot read '{}': {e}", path.display())))?;
+        self.compile_side_module(&path.display().to_string(), &bytes)
+            .map(|_| ())
+    }
+
     /// Compiles the program at `path` into the cache and records the
     /// file's identity, so that its first run neither compiles nor reads it.
     pub fn precompile_file(&self, path: &Path) -> Result<(), Error> {

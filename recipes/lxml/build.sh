@@ -1,30 +1,29 @@
 #!/usr/bin/env bash
 # pynbox package "lxml": lxml with libxml2 and libxslt, for the wasm python.
 #
-# WASI has no dlopen, so lxml's C extension modules cannot be loaded from
-# site-packages: they are linked statically into a second interpreter,
-# python-lxml.wasm, whose main() registers them as built-in modules
-# (PyImport_ExtendInittab) before running CPython's Py_BytesMain. The
-# pure-Python part of lxml is a normal package in site-packages; a dotted
-# built-in name such as "lxml.etree" is found by the BuiltinImporter before
-# the path is searched.
+# As in a wheel: lxml's C extension modules are files in site-packages
+# (lxml/etree.cpython-313-wasm32-wasi.so, ...), and the libraries they need
+# are shared libraries beside them (lxml.libs/libxml2.so, libxslt.so,
+# libexslt.so). All are wasm side modules, which pynbox loads into the one
+# python at import (docs/ARCHITECTURE.md, "Native modules").
 #
 # Called by `pynbox build` (see recipes/lib.sh). Needs PYNBOX_DEP_PYTHON, the
 # python recipe's build entry (package.json's build_depends), and the wasm
 # CPython build tree that the python recipe leaves in
 # $PYNBOX_CACHE/work/python-<its version> (see recipes/python/build.sh).
 # Output:
-#   $PYNBOX_OUT/root/python/bin/python-lxml.wasm          (stripped)
 #   $PYNBOX_OUT/root/python/lib/python3.13/site-packages/lxml/
-#       the Python modules, data files and tests, unchecked-hash .pyc,
-#       run_lxml_tests.py and known-failures.txt
+#       the extension modules, the Python modules, data files and tests,
+#       unchecked-hash .pyc, run_lxml_tests.py and known-failures.txt
+#   $PYNBOX_OUT/root/python/lib/python3.13/site-packages/lxml.libs/
+#       libxml2.so, libxslt.so, libexslt.so
 #
 # Stages cached under $PYNBOX_CACHE/work/, keyed by their inputs:
-#   wasmlib-libxml2-KEY   static libxml2 for wasm32-wasip1 (prefix/), with
-#                         the patches in patches/libxml2/series
-#   wasmlib-libxslt-KEY   static libxslt + libexslt (prefix/), with the
+#   wasmlib-libxml2-KEY   libxml2 for wasm32-wasip1 (prefix/), static and
+#                         position-independent, with patches/libxml2/series
+#   wasmlib-libxslt-KEY   libxslt + libexslt (prefix/), likewise, with the
 #                         patches in patches/libxslt/series
-#   lxml-modules-KEY      lxml's compiled modules + main, as objects
+#   lxml-modules-KEY      lxml's compiled modules, as objects
 # shellcheck source=../lib.sh
 source "$PYNBOX_RECIPES/lib.sh"
 # shellcheck source=../toolchain.sh
@@ -77,8 +76,12 @@ XZ_TARBALL=$(fetch_debian_source trixie xz-utils "$XZ_FILE" "$XZ_SHA256" "$XZ_UP
 LXML_TARBALL=$(fetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE" "$LXML_SHA256")
 
 TOOLCHAIN_ID=$(basename "$WASI_TOOLCHAIN")
-# Like the python recipe's C libraries: optimised, no debug info.
-WASM_LIB_CFLAGS="-O2"
+# Like the python recipe's C libraries (optimised, no debug info), but
+# position-independent with visible symbols: they become side modules.
+WASM_LIB_CFLAGS="-O2 -fPIC -fvisibility=default"
+# How a side module is linked (see docs/PACKAGES.md, "Native modules").
+SIDE_LDFLAGS=(-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-entry
+    -Wl,--unresolved-symbols=import-dynamic -Wl,--export-if-defined=__wasm_call_ctors)
 # The triplet autoconf needs for cross compiling (same as the python recipe).
 BUILD_TRIPLET=$(gcc -dumpmachine | sed 's/-linux-gnu$/-pc-linux-gnu/')
 
@@ -96,12 +99,10 @@ PY_BUILD="$PY_WORK/build"
 # The symlink follows the python recipe's latest run, which need not be the
 # build that PYNBOX_DEP_PYTHON packaged (a hand run with other flags). Linking
 # lxml against a different libpython than the installed stdlib was made for
-# would break subtly, so insist that the tree reproduces the packaged binary.
+# would break subtly, so insist that the package names this very tree.
 step "check the python build tree against the python package"
-"$WASI_STRIP" --strip-debug -o "$PYNBOX_OUT/.python-check.wasm" "$PY_BUILD/python.wasm"
-cmp -s "$PYNBOX_OUT/.python-check.wasm" "$PYNBOX_DEP_PYTHON/root/python/bin/python.wasm" ||
-    die "$PY_BUILD/python.wasm is not the python.wasm of $PYNBOX_DEP_PYTHON; rebuild python (pynbox build python) so that its build tree and package agree"
-rm -f "$PYNBOX_OUT/.python-check.wasm"
+[[ -f "$PYNBOX_DEP_PYTHON/wasm-build" && $(cat "$PYNBOX_DEP_PYTHON/wasm-build") == "$(basename "$PY_WORK")" ]] ||
+    die "$PY_WORK is not the build tree of the python package in $PYNBOX_DEP_PYTHON; rebuild python (pynbox build python) so that its build tree and package agree"
 PY_BUILD_ID=$(basename "$PY_WORK")
 pyvar() { make -s --no-print-directory -C "$PY_BUILD" -f Makefile -f "$PY_WORK/relink.mk" "pynbox-print-$1"; }
 
@@ -246,17 +247,6 @@ build_lxml_modules() {
     cflags="$(pyvar PY_STDMODULE_CFLAGS) ${LXML_DEFINES[*]} -I$src/src -I$src/src/lxml/includes"
     cflags+=" -I$LIBXML2_PREFIX/include/libxml2 -I$LIBXSLT_PREFIX/include"
     mkdir -p "$dir/obj"
-    {
-        echo "/* Generated by recipes/lxml/build.sh: lxml's modules for PyImport_ExtendInittab. */"
-        for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
-            echo "PyMODINIT_FUNC PyInit_${LXML_MODULES[i]##*.}(void);"
-        done
-        echo "#define LXML_INITTAB \\"
-        for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
-            echo "    {\"${LXML_MODULES[i]}\", PyInit_${LXML_MODULES[i]##*.}}, \\"
-        done
-        echo
-    } >"$dir/obj/lxml_inittab.h"
     # The relative include dirs in PY_STDMODULE_CFLAGS are relative to the
     # CPython build tree, hence the cd.
     for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
@@ -264,12 +254,8 @@ build_lxml_modules() {
         obj=$dir/obj/$name.o
         step "compile $name for wasm32-wasip1"
         # shellcheck disable=SC2086  # cflags is a make variable's word list
-        (cd "$PY_BUILD" && run "$WASI_CC" $cflags -c "$cfile" -o "$obj")
+        (cd "$PY_BUILD" && run "$WASI_CC" $cflags -fPIC -fvisibility=default -c "$cfile" -o "$obj")
     done
-    step "compile the lxml interpreter's main"
-    # shellcheck disable=SC2086
-    (cd "$PY_BUILD" && run "$WASI_CC" $cflags -I"$dir/obj" -c "$HERE/files/python_lxml_main.c" \
-        -o "$dir/obj/python_lxml_main.o")
     # Only the objects, the sdist's package directory and the files of its
     # doc/ and samples/ that the tests read (see the staging) are used later.
     mv "$src/src/lxml" "$dir/lxml"
@@ -277,8 +263,7 @@ build_lxml_modules() {
     rm -rf "$src"
 }
 MODULES_KEY=$(cache_key "$LXML_SHA256" "$PY_BUILD_ID" "$TOOLCHAIN_ID" "$LIBXML2_KEY" "$LIBXSLT_KEY" \
-    "${LXML_MODULES[*]}" "${LXML_DEFINES[*]}" "$(declare -f build_lxml_modules)" \
-    @"$HERE/files/python_lxml_main.c")
+    "${LXML_MODULES[*]}" "${LXML_DEFINES[*]}" "$(declare -f build_lxml_modules)")
 MODULES="$PYNBOX_CACHE/work/lxml-modules-$MODULES_KEY"
 take_lock "lxml-modules-$MODULES_KEY"
 if stage_done "$MODULES"; then
@@ -293,27 +278,33 @@ release_lock "lxml-modules-$MODULES_KEY"
 # ---------------------------------------------------------------------------
 # Stage the sandbox root
 # ---------------------------------------------------------------------------
-step "link and strip python-lxml.wasm"
+step "link the shared libraries and extension modules (wasm side modules)"
 ROOT="$PYNBOX_OUT/root/python"
 SITE="$ROOT/lib/python$PY_MM/site-packages"
-mkdir -p "$ROOT/bin" "$PYNBOX_OUT/.relink"
-objs=()
+LIBS="$SITE/lxml.libs"
+EXT=$(pyvar EXT_SUFFIX)
+mkdir -p "$LIBS"
+# Each library whole, needing the ones it calls (recorded by file name in
+# its dylink.0 section and found among the installed .so files at load).
+run "$WASI_CC" "${SIDE_LDFLAGS[@]}" -o "$LIBS/libxml2.so" \
+    -Wl,--whole-archive "$LIBXML2_PREFIX/lib/libxml2.a" -Wl,--no-whole-archive
+run "$WASI_CC" "${SIDE_LDFLAGS[@]}" -o "$LIBS/libxslt.so" \
+    -Wl,--whole-archive "$LIBXSLT_PREFIX/lib/libxslt.a" -Wl,--no-whole-archive "$LIBS/libxml2.so"
+run "$WASI_CC" "${SIDE_LDFLAGS[@]}" -o "$LIBS/libexslt.so" \
+    -Wl,--whole-archive "$LIBXSLT_PREFIX/lib/libexslt.a" -Wl,--no-whole-archive \
+    "$LIBS/libxslt.so" "$LIBS/libxml2.so"
 for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
-    objs+=("$MODULES/obj/${LXML_MODULES[i]}.o")
+    name=${LXML_MODULES[i]}
+    out="$SITE/$(echo "$name" | tr . /)$EXT"
+    mkdir -p "$(dirname "$out")"
+    run "$WASI_CC" "${SIDE_LDFLAGS[@]}" -o "$out" "$MODULES/obj/$name.o" \
+        "$LIBS/libexslt.so" "$LIBS/libxslt.so" "$LIBS/libxml2.so"
 done
-# Order matters for static archives: libexslt and libxslt use libxml2.
-run make -s -C "$PY_BUILD" -f Makefile -f "$PY_WORK/relink.mk" pynbox-relink \
-    PYNBOX_WASM="$PYNBOX_OUT/.relink/python-lxml.wasm" \
-    PYNBOX_MAIN_OBJ="$MODULES/obj/python_lxml_main.o" \
-    PYNBOX_EXTRA_LINK="${objs[*]} $LIBXSLT_PREFIX/lib/libexslt.a $LIBXSLT_PREFIX/lib/libxslt.a $LIBXML2_PREFIX/lib/libxml2.a"
-# As for python.wasm: no DWARF, but the name section for trap backtraces.
-run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python-lxml.wasm" "$PYNBOX_OUT/.relink/python-lxml.wasm"
-rm -rf "$PYNBOX_OUT/.relink"
 
 step "stage lxml's Python modules and tests"
 # The package directory minus what only a C build uses (Cython sources, C,
 # headers, the .pxd includes/) and minus the .py sources of the modules
-# compiled in above, which the built-in modules shadow for good.
+# compiled above, which their extension modules shadow for good.
 twins=()
 for ((i = 1; i < ${#LXML_MODULES[@]}; i += 2)); do
     py=${LXML_MODULES[i]%.c}.py
@@ -348,4 +339,4 @@ PYTHONHASHSEED=0 run "$PYNBOX_DEP_PYTHON/native/bin/python3" -I -m compileall -q
     die "compileall failed on lxml's Python modules"
 
 _step_close
-echo "[pynbox] python-lxml.wasm: $(stat -c %s "$ROOT/bin/python-lxml.wasm") bytes; python.wasm: $(stat -c %s "$PYNBOX_DEP_PYTHON/root/python/bin/python.wasm") bytes"
+echo "[pynbox] native modules: $(du -cb "$SITE"/lxml.libs/*.so $(find "$SITE/lxml" -name "*$EXT") | tail -n1 | cut -f1) bytes"

@@ -55,10 +55,8 @@ grep -Eq "^#define PY_VERSION[[:space:]]+\"${PY_VERSION_FULL%-*}\"" "$SRC/Includ
 HERE="$PYNBOX_RECIPES/python-tests"
 PY_BUILD="$PY_WORK/build"
 step "check the python build tree against the python package"
-"$WASI_STRIP" --strip-debug -o "$PYNBOX_OUT/.python-check.wasm" "$PY_BUILD/python.wasm"
-cmp -s "$PYNBOX_OUT/.python-check.wasm" "$PYNBOX_DEP_PYTHON/root/python/bin/python.wasm" ||
-    die "$PY_BUILD/python.wasm is not the python.wasm of $PYNBOX_DEP_PYTHON; rebuild python (pynbox build python) so that its build tree and package agree"
-rm -f "$PYNBOX_OUT/.python-check.wasm"
+[[ -f "$PYNBOX_DEP_PYTHON/wasm-build" && $(cat "$PYNBOX_DEP_PYTHON/wasm-build") == "$(basename "$PY_WORK")" ]] ||
+    die "$PY_WORK is not the build tree of the python package in $PYNBOX_DEP_PYTHON; rebuild python (pynbox build python) so that its build tree and package agree"
 pyvar() { make -s --no-print-directory -C "$PY_BUILD" -f Makefile -f "$PY_WORK/relink.mk" "pynbox-print-$1"; }
 
 # "NAME file.c ..." lines of the static test modules.

@@ -338,22 +338,43 @@ release_lock "python-wasm-$WASM_KEY"
 # ---------------------------------------------------------------------------
 # Stage the sandbox root.
 # ---------------------------------------------------------------------------
-step "link and strip python.wasm"
+step "link python.wasm as a dynamic main module"
 ROOT="$PYNBOX_OUT/root/python"
 LIBDIR="$ROOT/lib/python$PY_MM"
 mkdir -p "$ROOT/bin"
-# Linked through relink.mk (see the header), then compared with make's own
-# link, so that the relink path later recipes rely on is known to work. (Same
-# file name: wasm-ld records it in the name section.)
-mkdir -p "$PYNBOX_OUT/.relink"
+# Native modules are wasm side modules (clang -fPIC -shared) that pynbox
+# loads into the running interpreter (src/native/). For that the
+# interpreter: has dlopen/dlsym that ask the host (files/pynbox_dynload.c,
+# replacing wasi-libc's failing stubs, so that CPython's own dynload_shlib.c
+# and importlib's ExtensionFileLoader work unchanged); exports its function
+# table (growable), its stack pointer, the C API (--export-dynamic: CPython
+# marks it default-visible and hides the rest) and the whole C library and
+# compiler runtime (files/export_list.py), which side modules import by
+# name. The interpreter itself stays position-dependent: no GOT
+# indirections in CPython's own code. Linked through relink.mk (see the
+# header), so that the relink path later recipes use is this one.
+R="$PYNBOX_OUT/.relink"
+mkdir -p "$R"
+run "$WASI_CC" -O2 -Wall -Werror -c "$HERE/files/pynbox_dynload.c" -o "$R/pynbox_dynload.o"
+(cd "$WASM/build" && "$WASI_NM" --extern-only -P $(makevar LINK_PYTHON_OBJS) Programs/python.o 2>/dev/null) |
+    awk 'NF >= 2 && $2 != "U" && $2 != "w" { print $1 }' | sort -u >"$R/cpython-symbols.txt"
+[[ -s "$R/cpython-symbols.txt" ]] || die "no symbols read from CPython's objects in $WASM/build"
+wasi_lib=$WASI_SYSROOT/lib/wasm32-wasip1
+"$BUILD_PYTHON" "$HERE/files/export_list.py" "$WASI_NM" "$R/cpython-symbols.txt" \
+    "$wasi_lib/libc.a" "$wasi_lib/libwasi-emulated-signal.a" "$wasi_lib/libwasi-emulated-getpid.a" \
+    "$wasi_lib/libwasi-emulated-process-clocks.a" \
+    "$WASI_TOOLCHAIN/resource/lib/wasm32-unknown-wasip1/libclang_rt.builtins.a" >"$R/exports.rsp"
+grep -q -- '--export=malloc$' "$R/exports.rsp" || die "export_list.py did not export the C library (see $R/exports.rsp)"
 run make -s -C "$WASM/build" -f Makefile -f "$WASM/relink.mk" pynbox-relink \
-    PYNBOX_WASM="$PYNBOX_OUT/.relink/python.wasm"
-cmp "$PYNBOX_OUT/.relink/python.wasm" "$WASM/build/python.wasm" ||
-    die "relink.mk does not reproduce make's python.wasm"
+    PYNBOX_WASM="$R/python.wasm" \
+    PYNBOX_EXTRA_LINK="$R/pynbox_dynload.o -Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=__stack_pointer @$R/exports.rsp"
 # DWARF is 70% of the file; the name section stays (0.2 MB) so that a trap's
 # backtrace names functions.
-run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python.wasm" "$PYNBOX_OUT/.relink/python.wasm"
-rm -rf "$PYNBOX_OUT/.relink"
+run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python.wasm" "$R/python.wasm"
+rm -rf "$R"
+# Which build tree this package was made from, for the recipes that relink
+# against it (lxml, python-tests) to check.
+basename "$WASM" >"$PYNBOX_OUT/wasm-build"
 
 step "stage the standard library"
 # Left out: tests, GUI and IDE (no display in a sandbox), ensurepip (no
@@ -370,8 +391,9 @@ tar -C "$WASM/destdir/python/lib/python$PY_MM" -cf - \
 # files only, so the directory gets one saying why it stays empty.
 mkdir -p "$LIBDIR/lib-dynload"
 cat >"$LIBDIR/lib-dynload/README.txt" <<'EOF2'
-WASI has no dynamic loading: extension modules are linked into the
-interpreter (see the lxml package, which ships its own python-lxml.wasm).
+The standard library's extension modules are linked into the interpreter.
+Native packages install theirs (wasm side modules, *.cpython-313-wasm32-wasi.so)
+beside their Python code, and pynbox loads them at import.
 EOF2
 # The build configuration record names this machine's cache paths; a neutral
 # prefix keeps the root identical wherever the cache lives.

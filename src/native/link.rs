@@ -272,8 +272,15 @@ fn instantiate(
         };
         imports.push(ext);
     }
+    // Instantiating also runs its start function (wasm-ld's, which sets
+    // its internal GOT entries; a hostile one's is guest code like any).
     let instance = Instance::new(&mut *caller, module, &imports).map_err(|e| {
-        if caller.data().limiter.hit {
+        let stopped = e.downcast_ref::<crate::wasi::Stop>().is_some()
+            || matches!(
+                e.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            );
+        if stopped || caller.data().limiter.hit {
             Fail::Trap(e)
         } else {
             Fail::Refuse(format!("cannot link it: {}", root_message(&e)))

@@ -93,6 +93,25 @@ impl Installed {
         Ok(Installed { by_hash })
     }
 
+    /// Modules an embedder placed itself: each `(guest path, host file)`
+    /// is recorded by the sha256 of the file's bytes now, and only those
+    /// exact bytes load later.
+    pub fn from_files(files: &[(String, PathBuf)]) -> Result<Installed, Error> {
+        let mut by_hash = HashMap::new();
+        for (guest_path, host_path) in files {
+            let bytes = read_bounded(host_path)
+                .map_err(|e| Error::input(format!("cannot read {}: {e}", host_path.display())))?;
+            by_hash.insert(
+                hex_sha256(&bytes),
+                InstalledModule {
+                    guest_path: guest_path.clone(),
+                    host_path: host_path.clone(),
+                },
+            );
+        }
+        Ok(Installed { by_hash })
+    }
+
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }
@@ -233,6 +252,13 @@ impl Loader {
             error: String::new(),
             slots: None,
         }
+    }
+}
+
+impl Loader {
+    /// How many modules the guest has loaded.
+    pub(crate) fn loaded_count(&self) -> usize {
+        self.loaded.len()
     }
 }
 

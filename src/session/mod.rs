@@ -30,6 +30,7 @@ pub(crate) use channel::add_to_linker;
 pub use channel::Channel;
 pub use value::Value;
 
+use crate::native::{Installed, NativeModules};
 use crate::runtime::{
     new_store, on_guest_thread, status_of, Error, Guest, Input, Limits, Output, Program, Runtime,
     Sandbox, Status,
@@ -50,6 +51,7 @@ pub struct Python {
     interpreter: Program,
     snapshot: Option<Program>,
     arg0: String,
+    native: Arc<NativeModules>,
 }
 
 impl Python {
@@ -61,6 +63,7 @@ impl Python {
             interpreter,
             snapshot,
             arg0: arg0.to_string(),
+            native: NativeModules::none(),
         }
     }
 
@@ -93,7 +96,15 @@ impl Python {
             None
         };
         let interpreter = runtime.load_open_file(&arg0, file)?;
-        Ok(Python::new(interpreter, snapshot, &arg0))
+        let native = NativeModules::new(runtime, Installed::read(dest)?);
+        Ok(Python::new(interpreter, snapshot, &arg0).with_native_modules(native))
+    }
+
+    /// Lets sessions of this python load these native modules (see
+    /// [`crate::native`]); by default none.
+    pub fn with_native_modules(mut self, modules: Arc<NativeModules>) -> Python {
+        self.native = modules;
+        self
     }
 
     /// The interpreter's guest path.
@@ -236,6 +247,7 @@ impl Session {
             return Err(no_sessions(program));
         }
         let mut sandbox = Sandbox::new(program)
+            .native_modules(python.native.clone())
             .arg0(&python.arg0)
             .stdin(Input::Null)
             .stdout(Output::Capture)
@@ -442,6 +454,14 @@ impl Session {
         if let Some(why) = &self.ended {
             return Err(Error::input(format!(
                 "the session has ended ({why}): there is nothing to save"
+            )));
+        }
+        // A saved session is its memory; a loaded module is also code and
+        // table slots, which a restore would not have.
+        let loaded = self.store.data().native.loaded_count();
+        if loaded > 0 {
+            return Err(Error::input(format!(
+                "the session has loaded {loaded} native module(s) (extension modules such as lxml.etree): such a session cannot be saved yet"
             )));
         }
         saved::save(self)

@@ -1,4 +1,4 @@
-"""Runs lxml's own test suite inside the sandbox, with python-lxml.wasm.
+"""Runs lxml's own test suite inside the sandbox.
 
 Usage: python run_lxml_tests.py [-v] [--scratch DIR] [MODULE_SUBSTRING...]
 

@@ -36,9 +36,16 @@ PYNBOX_IMPORT("dl_error") size_t pynbox_dl_error(char *buf, size_t cap);
 static char message[1024];
 static int have_message;
 
-static void take_host_message(void) {
-    size_t n = pynbox_dl_error(message, sizeof message - 1);
-    message[n < sizeof message ? n : sizeof message - 1] = '\0';
+/* The host's message, after `path: ` when a path is given (CPython puts
+ * dlerror's text in the ImportError, which should name the file). */
+static void take_host_message(const char *path) {
+    char host[768];
+    size_t n = pynbox_dl_error(host, sizeof host - 1);
+    host[n < sizeof host ? n : sizeof host - 1] = '\0';
+    if (path)
+        snprintf(message, sizeof message, "%s: %s", path, host);
+    else
+        snprintf(message, sizeof message, "%s", host);
     have_message = 1;
 }
 
@@ -58,7 +65,7 @@ void *dlopen(const char *path, int flags) {
     int32_t handle = pynbox_dl_open(fd, flags);
     close(fd);
     if (handle <= 0) {
-        take_host_message();
+        take_host_message(path);
         return NULL;
     }
     return (void *)(uintptr_t)handle;
@@ -67,7 +74,7 @@ void *dlopen(const char *path, int flags) {
 void *dlsym(void *restrict handle, const char *restrict name) {
     uintptr_t p = pynbox_dl_sym((int32_t)(uintptr_t)handle, name, strlen(name));
     if (p == 0) {
-        take_host_message();
+        take_host_message(NULL);
         return NULL;
     }
     return (void *)p;

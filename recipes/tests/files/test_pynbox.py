@@ -312,22 +312,23 @@ EXPECTED_IMPORT_FAILURES = {
 SKIP_IMPORT = {"this", "antigravity"}
 
 
-class NativeModules(unittest.TestCase):
-    """WASI has no dlopen: C extension modules are linked into the
-    interpreter and registered as built-in modules."""
+class BuiltinModules(unittest.TestCase):
+    """The standard library's C modules are linked into the interpreter
+    and registered as built-in modules."""
 
     def test_c_modules_are_built_in(self):
         for name in ("_sqlite3", "zlib", "_decimal", "pyexpat", "_json", "_sha2"):
             self.assertIn(name, sys.builtin_module_names)
             self.assertEqual(__import__(name).__spec__.origin, "built-in")
 
-    def test_package_modules_are_built_in_when_installed(self):
-        # With the lxml package, `python` is its interpreter, whose
-        # lxml.etree is a dotted built-in module.
-        if "lxml.etree" not in sys.builtin_module_names:
+    def test_package_modules_load_from_site_packages_when_installed(self):
+        # With the lxml package, lxml.etree is an extension module file that
+        # loads into this same interpreter.
+        try:
+            from lxml import etree
+        except ImportError:
             self.skipTest("lxml is not installed")
-        from lxml import etree
-        self.assertEqual(etree.__spec__.origin, "built-in")
+        self.assertTrue(etree.__spec__.origin.endswith("/lxml/etree.cpython-313-wasm32-wasi.so"))
         self.assertEqual(etree.XML("<a><b/></a>").xpath("count(//b)"), 1.0)
 
 
@@ -372,6 +373,74 @@ class Stdlib(unittest.TestCase):
                 continue
             stale.append(name)
         self.assertEqual(stale, [], "these import now: remove them from EXPECTED_IMPORT_FAILURES")
+
+
+NATIVE = "/test/native"
+
+
+class NativeModules(unittest.TestCase):
+    """C extension modules as wasm side modules, loaded at import by the
+    host's dynamic linker through CPython's ordinary extension machinery."""
+
+    @classmethod
+    def setUpClass(cls):
+        if NATIVE not in sys.path:
+            sys.path.insert(0, NATIVE)
+
+    def test_found_and_loaded_like_any_extension_module(self):
+        import importlib.machinery
+        import importlib.util
+
+        self.assertIn(".cpython-313-wasm32-wasi.so", importlib.machinery.EXTENSION_SUFFIXES)
+        spec = importlib.util.find_spec("pynbox_ext")
+        self.assertIsInstance(spec.loader, importlib.machinery.ExtensionFileLoader)
+        import pynbox_ext
+
+        self.assertEqual(pynbox_ext.__file__, NATIVE + "/pynbox_ext.cpython-313-wasm32-wasi.so")
+        self.assertEqual(pynbox_ext.__doc__, "pynbox's test extension module")
+
+    def test_calls_into_the_module_and_back(self):
+        import pynbox_ext
+
+        self.assertEqual(pynbox_ext.greet(), "hello from a side module")  # relocated data
+        self.assertEqual(pynbox_ext.sort_ints([5, -1, 3, 0]), [-1, 0, 3, 5])  # libc calls back
+        self.assertEqual(pynbox_ext.was_constructed(), 42)  # constructors ran
+        with self.assertRaisesRegex(ValueError, "raised in C"):
+            pynbox_ext.fail()
+        c = pynbox_ext.Counter()
+        self.assertEqual((c.bump(), c.bump()), (1, 2))
+        self.assertTrue(pynbox_ext.same_function_addresses())
+
+    def test_needed_library_is_loaded_once_and_shared(self):
+        import pynbox_ext
+
+        before = pynbox_ext.helper_calls()
+        self.assertEqual(pynbox_ext.helper_add(40, 2), 42)
+        self.assertEqual(pynbox_ext.helper_calls(), before + 1)
+
+    def test_missing_symbol_is_an_import_error_naming_it(self):
+        with self.assertRaises(ImportError) as cm:
+            import pynbox_missing  # noqa: F401
+        self.assertIn("pynbox_no_such_function", str(cm.exception))
+        self.assertIn("pynbox_missing.cpython-313-wasm32-wasi.so", str(cm.exception))
+
+    def test_module_written_inside_the_sandbox_is_refused(self):
+        import importlib.util
+        import shutil
+
+        d = os.path.join(SCRATCH, "native-copy")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "pynbox_ext.cpython-313-wasm32-wasi.so")
+        shutil.copy(os.path.join(NATIVE, "pynbox_ext.cpython-313-wasm32-wasi.so"), path)
+        with open(path, "r+b") as f:  # one byte changed: no longer what was installed
+            f.seek(-1, os.SEEK_END)
+            last = f.read(1)
+            f.seek(-1, os.SEEK_END)
+            f.write(bytes([last[0] ^ 1]))
+        spec = importlib.util.spec_from_file_location("pynbox_ext", path)
+        with self.assertRaises(ImportError) as cm:
+            importlib.util.module_from_spec(spec)
+        self.assertIn("not a native module installed by `pynbox install`", str(cm.exception))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""Prints the wasm-ld flags that export the C library from python.wasm.
+
+Native modules (wasm side modules, src/native/ in pynbox) import what they
+use of the C library and compiler runtime from the interpreter, so the
+interpreter must contain and export all of it, not only what CPython itself
+calls. Linking the archives whole is not possible: CPython defines its own
+pthread stubs for WASI, which clash with some members. So: every member of
+the archives that defines nothing CPython defines, and whose undefined
+symbols can all be resolved (a fixpoint), has its symbols exported with
+--export=NAME (which also pulls the member into the link).
+
+    python export_list.py NM CPYTHON_SYMBOLS ARCHIVE...
+
+CPYTHON_SYMBOLS: a file with the symbols CPython's objects define, one per
+line. NM: llvm-nm.
+"""
+import subprocess
+import sys
+
+# Symbols the linker makes up, which no archive defines.
+LINKER = {
+    "__heap_base", "__heap_end", "__data_end", "__stack_pointer", "__stack_low",
+    "__stack_high", "__global_base", "__dso_handle", "__wasm_call_ctors",
+    "__indirect_function_table", "__memory_base", "__table_base", "__tls_base",
+    "__tls_size", "__tls_align", "__wasm_init_tls", "main", "__main_argc_argv",
+}
+# Entry points of a command module; the interpreter has its own.
+ENTRY = {"_start", "_initialize", "__main_void", "main", "__main_argc_argv"}
+
+
+def main():
+    nm, cpython_file, archives = sys.argv[1], sys.argv[2], sys.argv[3:]
+    cpython = set(open(cpython_file).read().split())
+    defs, undefs = {}, {}
+    for archive in archives:
+        out = subprocess.run([nm, "--extern-only", "-P", "-A", archive],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            member, sym, kind = parts[0].rstrip(":"), parts[1], parts[2]
+            defs.setdefault(member, set())
+            undefs.setdefault(member, set())
+            (undefs if kind in "Uw" else defs)[member].add(sym)
+    members = {m for m in defs if not (defs[m] & cpython or defs[m] & ENTRY)}
+    while True:
+        have = set(cpython).union(*(defs[m] for m in members))
+        bad = {m for m in members
+               if any(u not in have and u not in LINKER and not u.startswith("__imported_")
+                      for u in undefs[m])}
+        if not bad:
+            break
+        members -= bad
+    exported = set().union(*(defs[m] for m in members))
+    for sym in sorted(exported):
+        print("-Wl,--export=" + sym)
+
+
+main()
