@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(specs manifest archive syscalls session)
+[ ${#targets[@]} -gt 0 ] || targets=(specs manifest archive syscalls session dylink)
 
 # libFuzzer needs nightly's -Z flags (sanitizers, coverage). Without a
 # nightly toolchain (none can be downloaded on some machines), the stable

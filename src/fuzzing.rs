@@ -340,11 +340,100 @@ pub fn session(data: &[u8]) {
     }
 }
 
+/// The dynamic linker (src/native/): any bytes as a side module, listed as
+/// installed, loaded into a small hand-made main guest
+/// (`fuzz/guests/dylink_main.wat`). The host never panics or fails, the
+/// guest ends within its limits, and what `dylink::read` accepts is
+/// within its bounds.
+pub fn dylink(data: &[u8]) {
+    let _ = load_side_module(data);
+}
+
+/// How the `dylink` target's main guest ended with `data` as its module.
+fn load_side_module(data: &[u8]) -> crate::Status {
+    use crate::native::{dylink, Installed, NativeModules};
+    if let Ok(info) = dylink::read(data) {
+        assert!(info.memory_size <= dylink::MAX_DATA);
+        assert!(info.memory_align_log2 <= dylink::MAX_ALIGN_LOG2);
+        assert!(info.table_size <= dylink::MAX_TABLE);
+        assert!(info.needed.len() <= dylink::MAX_NEEDED);
+        assert!(info.needed.iter().all(|n| !n.contains('/')));
+    }
+    static MAIN: std::sync::OnceLock<(crate::Runtime, crate::Program)> = std::sync::OnceLock::new();
+    let (runtime, program) = MAIN.get_or_init(|| {
+        let runtime = crate::Runtime::new(None).unwrap();
+        let program = runtime.load_bytes("dylink-main", DYLINK_MAIN).unwrap();
+        (runtime, program)
+    });
+    let dir = scratch_dir("dylink");
+    let path = dir.join("m.so");
+    std::fs::write(&path, data).unwrap();
+    let installed = Installed::from_files(&[("/d/m.so".into(), path)]).unwrap();
+    let limit = 64 << 20;
+    let result = crate::Sandbox::new(program)
+        .mount(MountSpec::new(dir.clone(), "/d", false).unwrap())
+        .native_modules(NativeModules::new(runtime, installed))
+        .limits(crate::Limits {
+            memory: Some(limit),
+            timeout: Some(std::time::Duration::from_secs(2)),
+            ..crate::Limits::default()
+        })
+        .run();
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = result.expect("a side module never makes the host fail");
+    assert!(
+        !matches!(&r.status, crate::Status::Crashed(why) if why.contains("panic")),
+        "{:?}",
+        r.status
+    );
+    r.status
+}
+
+/// A fresh directory for one fuzz input.
+fn scratch_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pynbox-fuzz-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `fuzz/guests/dylink_main.wat`, compiled.
+const DYLINK_MAIN: &[u8] = include_bytes!("../fuzz/guests/dylink_main.wasm");
+
 /// The smallest session guest: memory, the two exports, nothing else.
 const SESSION_GUEST: &[u8] = b"\x00\x61\x73\x6d\x01\x00\x00\x00\x01\x0e\x03\x60\x02\x7f\x7f\x01\x7f\x60\x00\x00\x60\x00\x01\x7f\x02\x0f\x01\x06\x70\x79\x6e\x62\x6f\x78\x04\x74\x61\x6b\x65\x00\x00\x03\x04\x03\x01\x02\x02\x05\x03\x01\x00\x01\x07\x40\x04\x06\x6d\x65\x6d\x6f\x72\x79\x02\x00\x06\x5f\x73\x74\x61\x72\x74\x00\x01\x14\x70\x79\x6e\x62\x6f\x78\x2e\x73\x65\x73\x73\x69\x6f\x6e\x5f\x73\x74\x61\x72\x74\x00\x02\x13\x70\x79\x6e\x62\x6f\x78\x2e\x73\x65\x73\x73\x69\x6f\x6e\x5f\x63\x61\x6c\x6c\x00\x03\x0a\x0e\x03\x02\x00\x0b\x04\x00\x41\x00\x0b\x04\x00\x41\x00\x0b\x00\x0e\x04\x6e\x61\x6d\x65\x01\x07\x01\x00\x04\x74\x61\x6b\x65";
 
 #[cfg(test)]
 mod tests {
+    /// The `dylink` target reaches the loader: a real library loads, a
+    /// section cut short is refused.
+    #[test]
+    fn the_dylink_target_loads_and_refuses() {
+        let seeds =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/dylink");
+        let helper = std::fs::read(seeds.join("helper-library")).unwrap();
+        assert_eq!(super::load_side_module(&helper), crate::Status::Exited(0));
+        let cut = std::fs::read(seeds.join("cut-short")).unwrap();
+        assert_eq!(super::load_side_module(&cut), crate::Status::Exited(1));
+    }
+
+    /// The committed main guest of the `dylink` target is its source,
+    /// compiled (`PYNBOX_WRITE_GUEST=1` writes it).
+    #[test]
+    fn the_dylink_main_guest_is_its_source() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/guests");
+        let built = wat::parse_file(dir.join("dylink_main.wat")).unwrap();
+        if std::env::var_os("PYNBOX_WRITE_GUEST").is_some() {
+            std::fs::write(dir.join("dylink_main.wasm"), &built).unwrap();
+        }
+        assert_eq!(built, super::DYLINK_MAIN, "run with PYNBOX_WRITE_GUEST=1");
+    }
+
     /// The fuzz entry restores an honest frame (so that the fuzzer starts
     /// from inputs that reach the page writes).
     #[test]

@@ -305,19 +305,73 @@ impl Runtime {
     }
 
     /// A native side module (src/native/), compiled or from the cache.
-    pub(crate) fn compile_side_module(&self, name: &str, bytes: &[u8]) -> Result<Module, Error> {
-        check_magic(name, bytes)?;
-        crate::native::dylink::read(bytes)
-            .map_err(|why| Error::input(format!("'{name}' cannot be loaded: {why}")))?;
-        Ok(self.compile_cached(name, bytes)?.0)
+    /// A native side module (src/native/) open as `file`: its compiled
+    /// code, its `dylink.0` facts and the sha256 of its bytes, if
+    /// `allowed` accepts that sha256. When the cache has seen a file with
+    /// the same identity (device, inode, size, change times), the file is
+    /// not read whole nor hashed again, as for programs
+    /// ([`Runtime::load_open_file`]); otherwise it is read (at most
+    /// [`crate::native::MAX_MODULE_BYTES`]), hashed, checked and compiled.
+    pub(crate) fn side_module(
+        &self,
+        file: &File,
+        allowed: &dyn Fn(&str) -> bool,
+    ) -> Result<(Module, crate::native::dylink::DylinkInfo, String), String> {
+        use crate::native::dylink;
+        let index = self.cache_dir.as_ref().and_then(|dir| {
+            let id = format!("{} {} side", open_file_identity(file)?, self.engine_hash());
+            Some(
+                dir.join("files")
+                    .join(&blake3::hash(id.as_bytes()).to_hex()[..32]),
+            )
+        });
+        let indexed = index.as_ref().and_then(|i| std::fs::read_to_string(i).ok());
+        if let Some((key, sha)) = indexed.as_deref().and_then(|s| {
+            let mut lines = s.lines();
+            let key = lines.next()?;
+            let _id = lines.next()?;
+            Some((key, lines.next()?))
+        }) {
+            if allowed(sha) {
+                let entry = self
+                    .cache_dir
+                    .as_ref()
+                    .unwrap()
+                    .join(format!("{key}.cwasm"));
+                if let Some(module) = self.load_cache_entry(&entry) {
+                    // Only the dylink.0 section, which comes first.
+                    let head = read_head(file, dylink::MAX_SECTION)?;
+                    let info = dylink::read_section(&head)?;
+                    return Ok((module, info, sha.to_string()));
+                }
+            }
+        }
+        let bytes = read_whole(file, crate::native::MAX_MODULE_BYTES)?;
+        let sha = crate::native::hex_sha256(&bytes);
+        if !allowed(&sha) {
+            return Err(crate::native::NOT_INSTALLED.to_string());
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err("it is not a WebAssembly module".into());
+        }
+        let info = dylink::read(&bytes)?;
+        let (module, key, id) = self
+            .compile_cached("a native module", &bytes)
+            .map_err(|e| e.to_string())?;
+        if let Some(index) = index {
+            let _ = std::fs::create_dir_all(index.parent().unwrap())
+                .and_then(|_| write_atomically(&index, format!("{key}\n{id}\n{sha}\n").as_bytes()));
+        }
+        Ok((module, info, sha))
     }
 
     /// Compiles the native side module at `path` into the cache.
     pub fn precompile_side_module(&self, path: &Path) -> Result<(), Error> {
-        let bytes = std::fs::read(path)
+        let file = File::open(path)
             .map_err(|e| Error::input(format!("cannot read '{}': {e}", path.display())))?;
-        self.compile_side_module(&path.display().to_string(), &bytes)
+        self.side_module(&file, &|_| true)
             .map(|_| ())
+            .map_err(|why| Error::input(format!("'{}' cannot be loaded: {why}", path.display())))
     }
 
     /// Compiles the program at `path` into the cache and records the
@@ -458,6 +512,43 @@ fn check_magic(name: &str, bytes: &[u8]) -> Result<(), Error> {
         "'{name}' is not a WebAssembly module (it does not start with \\0asm): \
          give a .wasm file compiled for wasm32-wasip1"
     )))
+}
+
+/// Reads `file` from its start (whatever its offset), at most `max` bytes.
+fn read_head(file: &File, max: u64) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < max {
+        let want = buf.len().min((max - offset) as usize);
+        let n =
+            read_at(file, &mut buf[..want], offset).map_err(|e| format!("cannot read it: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(bytes)
+}
+
+/// The whole of `file`, refused past `max` bytes.
+fn read_whole(file: &File, max: u64) -> Result<Vec<u8>, String> {
+    let bytes = read_head(file, max + 1)?;
+    if bytes.len() as u64 > max {
+        return Err(format!("it is larger than {max} bytes"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, offset)
 }
 
 /// The identity of the file at `p` (see [`open_file_identity`]).

@@ -43,3 +43,8 @@ fn syscalls() {
 fn session() {
     replay("session", pynbox::fuzzing::session);
 }
+
+#[test]
+fn dylink() {
+    replay("dylink", pynbox::fuzzing::dylink);
+}

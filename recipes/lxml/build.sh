@@ -300,6 +300,9 @@ for ((i = 0; i < ${#LXML_MODULES[@]}; i += 2)); do
     run "$WASI_CC" "${SIDE_LDFLAGS[@]}" -o "$out" "$MODULES/obj/$name.o" \
         "$LIBS/libexslt.so" "$LIBS/libxslt.so" "$LIBS/libxml2.so"
 done
+# As for python.wasm: no DWARF (three quarters of etree's 8 MB), but the
+# name section for trap backtraces. llvm-strip keeps dylink.0 first.
+find "$SITE" -name '*.so' -exec "$WASI_STRIP" --strip-debug {} \;
 
 step "stage lxml's Python modules and tests"
 # The package directory minus what only a C build uses (Cython sources, C,

@@ -104,12 +104,18 @@ build_tests_interpreter() {
     run make -s -C "$PY_BUILD" -f Makefile -f "$PY_WORK/relink.mk" pynbox-relink \
         PYNBOX_WASM="$dir/python-tests.wasm" \
         PYNBOX_MAIN_OBJ="$obj/python_tests_main.o" \
-        PYNBOX_EXTRA_LINK="${objs[*]}"
+        PYNBOX_EXTRA_LINK="${objs[*]} $DYNLINK_FLAGS"
     rm -rf "$obj"
 }
+# Like python.wasm, a dynamic main module that can load native modules
+# (the python recipe keeps the flags in its build entry).
+[[ -f "$PYNBOX_DEP_PYTHON/dynlink/link-flags" ]] ||
+    die "$PYNBOX_DEP_PYTHON has no dynlink/link-flags: rebuild python (pynbox build python)"
+DYNLINK_FLAGS=$(cat "$PYNBOX_DEP_PYTHON/dynlink/link-flags")
 # Linking takes minutes (LTO): a stage of its own, so that a change to the
 # rest of the recipe (or to expected.txt) does not relink.
 INTERP_KEY=$(cache_key "$(basename "$PY_WORK")" "$(basename "$WASI_TOOLCHAIN")" "${TEST_MODULES[*]}" \
+    @"$PYNBOX_DEP_PYTHON/dynlink/exports.rsp" @"$PYNBOX_DEP_PYTHON/dynlink/pynbox_dynload.o" \
     "$(declare -f build_tests_interpreter)" @"$HERE/files/python_tests_main.c")
 INTERP="$PYNBOX_CACHE/work/python-tests-interp-$INTERP_KEY"
 take_lock "python-tests-interp-$INTERP_KEY"

@@ -353,9 +353,13 @@ mkdir -p "$ROOT/bin"
 # name. The interpreter itself stays position-dependent: no GOT
 # indirections in CPython's own code. Linked through relink.mk (see the
 # header), so that the relink path later recipes use is this one.
+# What makes a relinked interpreter a dynamic main module is kept in the
+# package's build entry (dynlink/: the object, the export list and the
+# flags, in link-flags), for the recipes that relink (python-tests).
 R="$PYNBOX_OUT/.relink"
-mkdir -p "$R"
-run "$WASI_CC" -O2 -Wall -Werror -c "$HERE/files/pynbox_dynload.c" -o "$R/pynbox_dynload.o"
+D="$PYNBOX_OUT/dynlink"
+mkdir -p "$R" "$D"
+run "$WASI_CC" -O2 -Wall -Werror -c "$HERE/files/pynbox_dynload.c" -o "$D/pynbox_dynload.o"
 (cd "$WASM/build" && "$WASI_NM" --extern-only -P $(makevar LINK_PYTHON_OBJS) Programs/python.o 2>/dev/null) |
     awk 'NF >= 2 && $2 != "U" && $2 != "w" { print $1 }' | sort -u >"$R/cpython-symbols.txt"
 [[ -s "$R/cpython-symbols.txt" ]] || die "no symbols read from CPython's objects in $WASM/build"
@@ -363,11 +367,11 @@ wasi_lib=$WASI_SYSROOT/lib/wasm32-wasip1
 "$BUILD_PYTHON" "$HERE/files/export_list.py" "$WASI_NM" "$R/cpython-symbols.txt" \
     "$wasi_lib/libc.a" "$wasi_lib/libwasi-emulated-signal.a" "$wasi_lib/libwasi-emulated-getpid.a" \
     "$wasi_lib/libwasi-emulated-process-clocks.a" \
-    "$WASI_TOOLCHAIN/resource/lib/wasm32-unknown-wasip1/libclang_rt.builtins.a" >"$R/exports.rsp"
-grep -q -- '--export=malloc$' "$R/exports.rsp" || die "export_list.py did not export the C library (see $R/exports.rsp)"
+    "$WASI_TOOLCHAIN/resource/lib/wasm32-unknown-wasip1/libclang_rt.builtins.a" >"$D/exports.rsp"
+grep -q -- '--export=malloc$' "$D/exports.rsp" || die "export_list.py did not export the C library (see $D/exports.rsp)"
+echo "$D/pynbox_dynload.o -Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=__stack_pointer @$D/exports.rsp" >"$D/link-flags"
 run make -s -C "$WASM/build" -f Makefile -f "$WASM/relink.mk" pynbox-relink \
-    PYNBOX_WASM="$R/python.wasm" \
-    PYNBOX_EXTRA_LINK="$R/pynbox_dynload.o -Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=__stack_pointer @$R/exports.rsp"
+    PYNBOX_WASM="$R/python.wasm" PYNBOX_EXTRA_LINK="$(cat "$D/link-flags")"
 # DWARF is 70% of the file; the name section stays (0.2 MB) so that a trap's
 # backtrace names functions.
 run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python.wasm" "$R/python.wasm"

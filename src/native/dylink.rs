@@ -19,6 +19,8 @@ pub const MAX_ALIGN_LOG2: u32 = 16;
 pub const MAX_TABLE: u32 = 1 << 18;
 /// The most libraries one module may name as needed.
 pub const MAX_NEEDED: usize = 64;
+/// How much of a module's head is read for its `dylink.0` section alone.
+pub const MAX_SECTION: u64 = 1 << 20;
 
 /// A side module's `dylink.0` facts.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -47,55 +49,7 @@ pub fn read(bytes: &[u8]) -> Result<DylinkInfo, String> {
                 if !first || info.is_some() {
                     return Err("its dylink.0 section is not the first section".into());
                 }
-                let KnownCustom::Dylink0(reader) = c.as_known() else {
-                    return Err("its dylink.0 section cannot be read".into());
-                };
-                let mut found = DylinkInfo::default();
-                for sub in reader {
-                    match sub.map_err(|e| format!("malformed dylink.0 section: {e}"))? {
-                        Dylink0Subsection::MemInfo(m) => {
-                            if m.memory_size > MAX_DATA {
-                                return Err(format!(
-                                    "it asks for {} bytes of data (at most {MAX_DATA})",
-                                    m.memory_size
-                                ));
-                            }
-                            if m.memory_alignment > MAX_ALIGN_LOG2 {
-                                return Err(format!(
-                                    "it asks for data aligned to 2^{} bytes (at most 2^{MAX_ALIGN_LOG2})",
-                                    m.memory_alignment
-                                ));
-                            }
-                            if m.table_size > MAX_TABLE {
-                                return Err(format!(
-                                    "it asks for {} table slots (at most {MAX_TABLE})",
-                                    m.table_size
-                                ));
-                            }
-                            found.memory_size = m.memory_size;
-                            found.memory_align_log2 = m.memory_alignment;
-                            found.table_size = m.table_size;
-                        }
-                        Dylink0Subsection::Needed(names) => {
-                            if found.needed.len() + names.len() > MAX_NEEDED {
-                                return Err(format!("it needs more than {MAX_NEEDED} libraries"));
-                            }
-                            for n in names {
-                                check_library_name(n)?;
-                                found.needed.push(n.to_string());
-                            }
-                        }
-                        Dylink0Subsection::ImportInfo(imports) => {
-                            for i in imports {
-                                if i.flags.contains(SymbolFlags::BINDING_WEAK) {
-                                    found.weak.insert(i.field.to_string());
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                info = Some(found);
+                info = Some(parse_section(&c)?);
             }
             Payload::CustomSection(_) => {}
             Payload::MemorySection(s) if s.count() > 0 => {
@@ -120,6 +74,71 @@ pub fn read(bytes: &[u8]) -> Result<DylinkInfo, String> {
     info.ok_or_else(|| {
         "it is not a shared library (no dylink.0 section): build it with -fPIC -shared".into()
     })
+}
+
+/// Only the `dylink.0` section, from the head of a module whose whole was
+/// checked by [`read`] when it was compiled.
+pub fn read_section(head: &[u8]) -> Result<DylinkInfo, String> {
+    for payload in Parser::new(0).parse_all(head) {
+        match payload.map_err(|e| format!("not a valid WebAssembly module: {e}"))? {
+            Payload::Version { .. } => continue,
+            Payload::CustomSection(c) if c.name() == "dylink.0" => return parse_section(&c),
+            _ => break,
+        }
+    }
+    Err("it is not a shared library (no dylink.0 section): build it with -fPIC -shared".into())
+}
+
+fn parse_section(c: &wasmparser::CustomSectionReader<'_>) -> Result<DylinkInfo, String> {
+    let KnownCustom::Dylink0(reader) = c.as_known() else {
+        return Err("its dylink.0 section cannot be read".into());
+    };
+    let mut found = DylinkInfo::default();
+    for sub in reader {
+        match sub.map_err(|e| format!("malformed dylink.0 section: {e}"))? {
+            Dylink0Subsection::MemInfo(m) => {
+                if m.memory_size > MAX_DATA {
+                    return Err(format!(
+                        "it asks for {} bytes of data (at most {MAX_DATA})",
+                        m.memory_size
+                    ));
+                }
+                if m.memory_alignment > MAX_ALIGN_LOG2 {
+                    return Err(format!(
+                        "it asks for data aligned to 2^{} bytes (at most 2^{MAX_ALIGN_LOG2})",
+                        m.memory_alignment
+                    ));
+                }
+                if m.table_size > MAX_TABLE {
+                    return Err(format!(
+                        "it asks for {} table slots (at most {MAX_TABLE})",
+                        m.table_size
+                    ));
+                }
+                found.memory_size = m.memory_size;
+                found.memory_align_log2 = m.memory_alignment;
+                found.table_size = m.table_size;
+            }
+            Dylink0Subsection::Needed(names) => {
+                if found.needed.len() + names.len() > MAX_NEEDED {
+                    return Err(format!("it needs more than {MAX_NEEDED} libraries"));
+                }
+                for n in names {
+                    check_library_name(n)?;
+                    found.needed.push(n.to_string());
+                }
+            }
+            Dylink0Subsection::ImportInfo(imports) => {
+                for i in imports {
+                    if i.flags.contains(SymbolFlags::BINDING_WEAK) {
+                        found.weak.insert(i.field.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(found)
 }
 
 /// A needed library is named by its file name alone: it is looked up

@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::{
-    Caller, Extern, ExternType, Func, Global, GlobalType, Instance, Module, Mutability, Ref, Table,
-    Val, ValType,
+    Caller, Extern, ExternType, Func, Global, GlobalType, Instance, Mutability, Ref, Table, Val,
+    ValType,
 };
 
-use super::dylink::{self, DylinkInfo};
-use super::{hex_sha256, read_bounded, NativeModules, MAX_MODULE_BYTES};
+use super::{NativeModules, Ready};
 use crate::runtime::Guest;
 use crate::wasi::fdtable::Desc;
 use crate::wasi::memory_of;
@@ -45,9 +44,14 @@ fn refuse<T>(why: impl Into<String>) -> Result<T, Fail> {
 
 /// `dl_open`: loads the module open as guest descriptor `fd`.
 pub(crate) fn open(caller: &mut Caller<'_, Guest>, fd: i32) -> Result<i32, Fail> {
-    let bytes = read_descriptor(caller, fd)?;
+    let file = match u32::try_from(fd).map(|fd| caller.data().wasi.fds.get(fd)) {
+        Ok(Ok(Desc::File { file, .. })) => file.try_clone(),
+        _ => return refuse("not a file open in the sandbox"),
+    };
+    let file = file.map_err(|e| Fail::Refuse(format!("cannot read it: {e}")))?;
     let modules = caller.data().native.modules.clone();
-    load(caller, &modules, "the module", bytes, 0)
+    let ready = modules.ready_from_file(&file).map_err(Fail::Refuse)?;
+    load(caller, &modules, ready, 0)
 }
 
 /// `dl_sym`: the address of a data symbol, or the table slot of a
@@ -73,48 +77,11 @@ pub(crate) fn symbol(caller: &mut Caller<'_, Guest>, handle: i32, name: &str) ->
     }
 }
 
-fn read_descriptor(caller: &mut Caller<'_, Guest>, fd: i32) -> Result<Vec<u8>, Fail> {
-    let file = match u32::try_from(fd).map(|fd| caller.data().wasi.fds.get(fd)) {
-        Ok(Ok(Desc::File { file, .. })) => file.try_clone(),
-        _ => return refuse("not a file open in the sandbox"),
-    };
-    let file = file.map_err(|e| Fail::Refuse(format!("cannot read it: {e}")))?;
-    let mut bytes = Vec::new();
-    // Read from the start whatever the descriptor's offset; never more
-    // than a module may be.
-    let mut offset = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = read_at(&file, &mut buf, offset)
-            .map_err(|e| Fail::Refuse(format!("cannot read it: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        offset += n as u64;
-        if offset > MAX_MODULE_BYTES {
-            return refuse(format!("it is larger than {MAX_MODULE_BYTES} bytes"));
-        }
-        bytes.extend_from_slice(&buf[..n]);
-    }
-    Ok(bytes)
-}
-
-#[cfg(unix)]
-fn read_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(f, buf, offset)
-}
-
-#[cfg(not(unix))]
-fn read_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(f, buf, offset)
-}
-
-/// Loads `bytes` (and, first, the libraries it needs); its handle.
+/// Loads `ready` (and, first, the libraries it needs); its handle.
 fn load(
     caller: &mut Caller<'_, Guest>,
     modules: &Arc<NativeModules>,
-    name: &str,
-    bytes: Vec<u8>,
+    ready: Arc<Ready>,
     depth: usize,
 ) -> Result<i32, Fail> {
     if depth > MAX_DEPTH {
@@ -122,13 +89,10 @@ fn load(
             "libraries need libraries more than {MAX_DEPTH} deep (a cycle?)"
         ));
     }
-    let info = dylink::read(&bytes).map_err(Fail::Refuse)?;
-    let (hash, module) = modules.module_for(name, &bytes).map_err(Fail::Refuse)?;
-    drop(bytes);
-    if let Some(h) = handle_of(caller, &hash) {
+    if let Some(h) = handle_of(caller, &ready.hash) {
         return Ok(h);
     }
-    for lib in &info.needed {
+    for lib in &ready.info.needed {
         let Some((want, m)) = modules.installed.library(lib) else {
             return refuse(format!(
                 "it needs {lib}, which no installed package provides"
@@ -138,23 +102,28 @@ fn load(
             continue;
         }
         let (want, guest_path) = (want.to_string(), m.guest_path.clone());
-        let lib_bytes = read_bounded(&m.host_path)
-            .map_err(|e| Fail::Refuse(format!("cannot read {guest_path}: {e}")))?;
-        if hex_sha256(&lib_bytes) != want {
+        let needed = std::fs::File::open(&m.host_path)
+            .map_err(|e| Fail::Refuse(format!("cannot read {guest_path}: {e}")))
+            .and_then(|f| modules.ready_from_file(&f).map_err(Fail::Refuse))
+            .map_err(|e| match e {
+                Fail::Refuse(why) => Fail::Refuse(format!("needed library {lib}: {why}")),
+                trap => trap,
+            })?;
+        if needed.hash != want {
             return refuse(format!(
                 "{guest_path} changed since it was installed: install its package again"
             ));
         }
-        load(caller, modules, &guest_path, lib_bytes, depth + 1).map_err(|e| match e {
+        load(caller, modules, needed, depth + 1).map_err(|e| match e {
             Fail::Refuse(why) => Fail::Refuse(format!("needed library {lib}: {why}")),
             trap => trap,
         })?;
     }
     // A library loaded while loading what it needs is loaded.
-    if let Some(h) = handle_of(caller, &hash) {
+    if let Some(h) = handle_of(caller, &ready.hash) {
         return Ok(h);
     }
-    instantiate(caller, hash, &module, &info)
+    instantiate(caller, &ready)
 }
 
 fn handle_of(caller: &Caller<'_, Guest>, hash: &str) -> Option<i32> {
@@ -175,12 +144,8 @@ fn main_export(caller: &mut Caller<'_, Guest>, name: &str) -> Result<Extern, Fai
     })
 }
 
-fn instantiate(
-    caller: &mut Caller<'_, Guest>,
-    hash: String,
-    module: &Module,
-    info: &DylinkInfo,
-) -> Result<i32, Fail> {
+fn instantiate(caller: &mut Caller<'_, Guest>, ready: &Ready) -> Result<i32, Fail> {
+    let (module, info) = (&ready.module, &ready.info);
     if caller.data().native.loaded.len() >= MAX_LOADED {
         return refuse(format!("more than {MAX_LOADED} native modules loaded"));
     }
@@ -311,7 +276,7 @@ fn instantiate(
     );
 
     caller.data_mut().native.loaded.push(Library {
-        hash,
+        hash: ready.hash.clone(),
         instance,
         memory_base,
     });

@@ -138,14 +138,33 @@ pub fn is_module_name(path: &str) -> bool {
     name.ends_with(".so") || name.contains(".so.")
 }
 
+/// Why a module that is not in [`Installed`] is refused.
+pub(crate) const NOT_INSTALLED: &str = "not a native module installed by `pynbox install` (modules written or changed inside the sandbox are refused)";
+
+/// A module ready to instantiate: compiled, its `dylink.0` read.
+pub(crate) struct Ready {
+    pub module: Module,
+    pub info: dylink::DylinkInfo,
+    /// sha256 of its bytes: which installed module it is.
+    pub hash: String,
+}
+
 /// The installed modules compiled for one [`Runtime`]: what a guest of
 /// that runtime may load. Shared by every sandbox and session of an
 /// install.
 pub struct NativeModules {
     installed: Installed,
     runtime: Option<Runtime>,
-    /// Compiled code by sha256, loaded once.
-    compiled: Mutex<HashMap<String, Module>>,
+    /// Modules made ready: by sha256, and the sha256 by file identity,
+    /// so that a module made ready once (the CLI's preload, before its
+    /// second wall forbids new executable memory) is not mapped again.
+    ready: Mutex<Prepared>,
+}
+
+#[derive(Default)]
+struct Prepared {
+    by_hash: HashMap<String, Arc<Ready>>,
+    by_identity: HashMap<String, String>,
 }
 
 impl NativeModules {
@@ -154,7 +173,7 @@ impl NativeModules {
         Arc::new(NativeModules {
             installed: Installed::none(),
             runtime: None,
-            compiled: Mutex::new(HashMap::new()),
+            ready: Mutex::new(Prepared::default()),
         })
     }
 
@@ -162,60 +181,64 @@ impl NativeModules {
         Arc::new(NativeModules {
             installed,
             runtime: Some(runtime.clone()),
-            compiled: Mutex::new(HashMap::new()),
+            ready: Mutex::new(Prepared::default()),
         })
     }
 
-    /// Loads every module's compiled code now (from the cache `pynbox
-    /// install` filled). For a process that is about to forbid itself
-    /// new executable memory (the CLI's second wall): afterwards a load
-    /// only instantiates. A module that fails here fails again, with its
+    /// Maps every installed module's compiled code now (from the cache
+    /// `pynbox install` filled: by file identity, without reading the
+    /// files whole). For a process that is about to forbid itself new
+    /// executable memory (the CLI's second wall): afterwards a load only
+    /// instantiates. A module that fails here fails again, with its
     /// message, when the guest asks for it.
     pub fn preload(&self) {
-        let Some(runtime) = &self.runtime else {
-            return;
-        };
-        for (hash, m) in &self.installed.by_hash {
-            if let Ok(bytes) = read_bounded(&m.host_path) {
-                if hex_sha256(&bytes) == *hash {
-                    if let Ok(module) = runtime.compile_side_module(&m.guest_path, &bytes) {
-                        self.compiled.lock().unwrap().insert(hash.clone(), module);
-                    }
-                }
+        for m in self.installed.by_hash.values() {
+            if let Ok(file) = std::fs::File::open(&m.host_path) {
+                let _ = self.ready_from_file(&file);
             }
         }
     }
 
-    /// The compiled module for these bytes, if they are an installed
-    /// module; `name` is for messages.
-    fn module_for(&self, name: &str, bytes: &[u8]) -> Result<(String, Module), String> {
-        let hash = hex_sha256(bytes);
-        if !self.installed.by_hash.contains_key(&hash) {
-            return Err(if self.installed.is_empty() {
-                "no native modules are installed in this sandbox (only modules placed by `pynbox install` may be loaded)".to_string()
-            } else {
-                "not a native module installed by `pynbox install` (modules written or changed inside the sandbox are refused)".to_string()
-            });
+    /// The module open as `file`, if it is an installed one.
+    pub(crate) fn ready_from_file(&self, file: &std::fs::File) -> Result<Arc<Ready>, String> {
+        let Some(runtime) = &self.runtime else {
+            return Err(
+                "no native modules are installed in this sandbox (only modules placed by `pynbox install` may be loaded)"
+                    .into(),
+            );
+        };
+        let installed = |sha: &str| self.installed.by_hash.contains_key(sha);
+        if self.installed.is_empty() {
+            return Err(
+                "no native modules are installed in this sandbox (only modules placed by `pynbox install` may be loaded)"
+                    .into(),
+            );
         }
-        if let Some(m) = self.compiled.lock().unwrap().get(&hash) {
-            return Ok((hash, m.clone()));
+        let identity = crate::runtime::open_file_identity(file);
+        {
+            let prepared = self.ready.lock().unwrap();
+            if let Some(r) = identity
+                .as_ref()
+                .and_then(|i| prepared.by_identity.get(i))
+                .and_then(|h| prepared.by_hash.get(h))
+            {
+                return Ok(r.clone());
+            }
         }
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or("native modules are not enabled for this sandbox")?;
-        let module = runtime
-            .compile_side_module(name, bytes)
-            .map_err(|e| e.to_string())?;
-        self.compiled
-            .lock()
-            .unwrap()
-            .insert(hash.clone(), module.clone());
-        Ok((hash, module))
+        let (module, info, hash) = runtime.side_module(file, &installed)?;
+        let mut prepared = self.ready.lock().unwrap();
+        if let Some(i) = identity {
+            prepared.by_identity.insert(i, hash.clone());
+        }
+        Ok(prepared
+            .by_hash
+            .entry(hash.clone())
+            .or_insert_with(|| Arc::new(Ready { module, info, hash }))
+            .clone())
     }
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
