@@ -478,3 +478,27 @@ fn a_guest_that_rewrites_the_driver_only_ends_its_own_session() {
     // Other sessions are untouched.
     assert_eq!(eval(&mut self::session(), "1 + 1"), Value::Int(2));
 }
+
+/// Sessions of an install's python load its native modules; such a
+/// session cannot be saved (a module's code and table slots are not in the
+/// memory image), and says so instead of saving something that would not
+/// restore.
+#[test]
+fn a_session_loads_native_modules_and_refuses_to_save_then() {
+    let mut s = session();
+    exec(
+        &mut s,
+        "import sys; sys.path.insert(0, '/test/native'); import pynbox_ext",
+    );
+    assert_eq!(
+        eval(&mut s, "pynbox_ext.helper_add(20, 22)"),
+        Value::Int(42)
+    );
+    let e = s.save().unwrap_err().to_string();
+    assert!(e.contains("native module"), "{e}");
+    // The session lives on.
+    assert_eq!(
+        eval(&mut s, "pynbox_ext.sort_ints([3, 1, 2])"),
+        Value::List(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
+    );
+}

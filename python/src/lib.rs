@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use pyo3::create_exception;
@@ -18,8 +18,8 @@ use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use pynbox::install::{Dest, InstallOptions, Repo, Runner, PYTHON};
-use pynbox::{Input, Limits, MountSpec, Output, Runtime, Sandbox};
+use pynbox::install::{InstallOptions, Repo, Runner};
+use pynbox::{Input, Limits, MountSpec, Output, Runtime};
 
 mod prepare;
 mod session;
@@ -116,15 +116,27 @@ pub(crate) fn runtime_for(dest: &Path) -> PyResult<Runtime> {
     Ok(r)
 }
 
-/// The guest path of the interpreter `bin/run` would use in `dest`: that
-/// of an installed package which brings its own (lxml), else python's.
-pub(crate) fn interpreter_of(dest: &Path) -> PyResult<String> {
-    let d = Dest::open(dest, false).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let receipts = d.receipts().map_err(|e| Error::new_err(e.to_string()))?;
-    Ok(receipts
-        .into_iter()
-        .find_map(|r| r.interpreter)
-        .unwrap_or_else(|| PYTHON.to_string()))
+/// The python of `dest` (interpreter, snapshot, native modules), loaded
+/// once and shared by every run until the install changes (an install or
+/// removal rewrites a receipt, which changes `DEST/packages`).
+pub(crate) fn python_for(runtime: &Runtime, dest: &Path) -> PyResult<Arc<pynbox::session::Python>> {
+    type Loaded = (Option<std::time::SystemTime>, Arc<pynbox::session::Python>);
+    static PYTHONS: OnceLock<Mutex<HashMap<PathBuf, Loaded>>> = OnceLock::new();
+    let changed = std::fs::metadata(dest.join("packages"))
+        .and_then(|m| m.modified())
+        .ok();
+    let mut map = PYTHONS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some((when, p)) = map.get(dest) {
+        if *when == changed && changed.is_some() {
+            return Ok(p.clone());
+        }
+    }
+    let p = Arc::new(pynbox::session::Python::from_install(runtime, dest).map_err(to_py_err)?);
+    map.insert(dest.to_path_buf(), (changed, p.clone()));
+    Ok(p)
 }
 
 /// Mounts, environment and limits, checked, as the Python layer passes
@@ -425,36 +437,15 @@ fn run(
     let stdin = bytes_arg("stdin", stdin)?;
     detached(py, move || {
         let runtime = runtime_for(&dest)?;
-        let guest_path = interpreter_of(&dest)?;
-        let file = match pynbox::mounts::open_guest_file(&s.mounts, &guest_path) {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) | Err(e) => {
-                return Err(PyValueError::new_err(format!(
-                    "the python interpreter {guest_path}: {e} (the mount at / must be the install's root)"
-                )))
-            }
-        };
-        let preinit = dest.join(pynbox::preinit::INSTALL_PATH);
-        let program = if pynbox::preinit::made_from(&preinit, &file)
-            && pynbox::preinit::resumable(&args, &s.env)
-        {
-            runtime.load_file(&preinit)
-        } else {
-            runtime.load_open_file(&guest_path, file)
-        }
-        .map_err(to_py_err)?;
-        let mut sandbox = Sandbox::new(&program)
-            .arg0(&guest_path)
-            .args(args)
+        let python = python_for(&runtime, &dest)?;
+        let mut sandbox = python
+            .sandbox(&args, &s.env)
             .stdin(Input::Bytes(stdin))
             .stdout(Output::Capture)
             .stderr(Output::Capture)
             .limits(s.limits);
         for m in s.mounts {
             sandbox = sandbox.mount(m);
-        }
-        for (k, v) in &s.env {
-            sandbox = sandbox.env(k, v);
         }
         let r = sandbox.run().map_err(to_py_err)?;
         let (limit, crash) = (r.status.limit(), r.status.crash().map(str::to_string));

@@ -76,12 +76,13 @@ XZ_TARBALL=$(fetch_debian_source trixie xz-utils "$XZ_FILE" "$XZ_SHA256" "$XZ_UP
 LXML_TARBALL=$(fetch_pypi_sdist lxml "$LXML_VERSION" "$LXML_FILE" "$LXML_SHA256")
 
 TOOLCHAIN_ID=$(basename "$WASI_TOOLCHAIN")
+# How a side module is compiled and linked, from the python package (see
+# recipes/python/build.sh, dynlink/, and docs/PACKAGES.md).
+SIDE_CFLAGS=$(cat "$PYNBOX_DEP_PYTHON/dynlink/side-cflags")
+read -ra SIDE_LDFLAGS <"$PYNBOX_DEP_PYTHON/dynlink/side-ldflags"
 # Like the python recipe's C libraries (optimised, no debug info), but
 # position-independent with visible symbols: they become side modules.
-WASM_LIB_CFLAGS="-O2 -fPIC -fvisibility=default"
-# How a side module is linked (see docs/PACKAGES.md, "Native modules").
-SIDE_LDFLAGS=(-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-entry
-    -Wl,--unresolved-symbols=import-dynamic -Wl,--export-if-defined=__wasm_call_ctors)
+WASM_LIB_CFLAGS="-O2 $SIDE_CFLAGS"
 # The triplet autoconf needs for cross compiling (same as the python recipe).
 BUILD_TRIPLET=$(gcc -dumpmachine | sed 's/-linux-gnu$/-pc-linux-gnu/')
 
@@ -254,7 +255,7 @@ build_lxml_modules() {
         obj=$dir/obj/$name.o
         step "compile $name for wasm32-wasip1"
         # shellcheck disable=SC2086  # cflags is a make variable's word list
-        (cd "$PY_BUILD" && run "$WASI_CC" $cflags -fPIC -fvisibility=default -c "$cfile" -o "$obj")
+        (cd "$PY_BUILD" && run "$WASI_CC" $cflags $SIDE_CFLAGS -c "$cfile" -o "$obj")
     done
     # Only the objects, the sdist's package directory and the files of its
     # doc/ and samples/ that the tests read (see the staging) are used later.

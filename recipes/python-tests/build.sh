@@ -15,15 +15,21 @@
 #   $PYNBOX_OUT/root/python/lib/python3.13/test/   with unchecked-hash .pyc
 #   $PYNBOX_OUT/root/python/bin/python-tests.wasm  the interpreter with the
 #       test support modules linked in (package.json's "interpreter")
+#   $PYNBOX_OUT/root/python/lib/python3.13/lib-dynload/  the test modules
+#       that must be shared libraries, as extension module files
 #
 # The test support modules (_testcapi, _testinternalcapi, _testbuffer, ...)
 # are the ones CPython's own WASI build links statically: those listed in
-# Modules/Setup.stdlib.in between "# Test modules" and "*shared*". The
-# others (_testmultiphase, _testsinglephase, _testimportmultiple, xxlimited,
-# _ctypes_test) test loading shared libraries and are not built on WASI by
-# CPython either. Compiled like CPython compiles them (PY_STDMODULE_CFLAGS),
-# registered as built-in modules by files/python_tests_main.c, linked with
-# the python build's own link line (relink.mk), as the lxml recipe does.
+# Modules/Setup.stdlib.in between "# Test modules" and "*shared*". Compiled
+# like CPython compiles them (PY_STDMODULE_CFLAGS), registered as built-in
+# modules by files/python_tests_main.c, linked with the python build's own
+# link line (relink.mk) plus what makes it a dynamic main module (the
+# python package's dynlink/). The ones after "*shared*" (_testmultiphase,
+# _testsinglephase, _testimportmultiple, xxlimited, xxlimited_35) test
+# loading extension modules from files, which CPython's own WASI build
+# cannot do; here they are side modules in lib-dynload/, loaded like any
+# native package's (_testexternalinspection reads other processes' memory
+# and is left out).
 # shellcheck source=../lib.sh
 source "$PYNBOX_RECIPES/lib.sh"
 # shellcheck source=../toolchain.sh
@@ -111,11 +117,12 @@ build_tests_interpreter() {
 # (the python recipe keeps the flags in its build entry).
 [[ -f "$PYNBOX_DEP_PYTHON/dynlink/link-flags" ]] ||
     die "$PYNBOX_DEP_PYTHON has no dynlink/link-flags: rebuild python (pynbox build python)"
-DYNLINK_FLAGS=$(cat "$PYNBOX_DEP_PYTHON/dynlink/link-flags")
+DYNLINK="$PYNBOX_DEP_PYTHON/dynlink"
+DYNLINK_FLAGS="$DYNLINK/pynbox_dynload.o $(cat "$DYNLINK/link-flags") @$DYNLINK/exports.rsp"
 # Linking takes minutes (LTO): a stage of its own, so that a change to the
 # rest of the recipe (or to expected.txt) does not relink.
 INTERP_KEY=$(cache_key "$(basename "$PY_WORK")" "$(basename "$WASI_TOOLCHAIN")" "${TEST_MODULES[*]}" \
-    @"$PYNBOX_DEP_PYTHON/dynlink/exports.rsp" @"$PYNBOX_DEP_PYTHON/dynlink/pynbox_dynload.o" \
+    @"$DYNLINK/exports.rsp" @"$DYNLINK/pynbox_dynload.o" @"$DYNLINK/link-flags" \
     "$(declare -f build_tests_interpreter)" @"$HERE/files/python_tests_main.c")
 INTERP="$PYNBOX_CACHE/work/python-tests-interp-$INTERP_KEY"
 take_lock "python-tests-interp-$INTERP_KEY"
@@ -130,6 +137,35 @@ release_lock "python-tests-interp-$INTERP_KEY"
 mkdir -p "$PYNBOX_OUT/root/python/bin"
 # As for python.wasm: no DWARF, but the name section for trap backtraces.
 run "$WASI_STRIP" --strip-debug -o "$PYNBOX_OUT/root/python/bin/python-tests.wasm" "$INTERP/python-tests.wasm"
+
+step "build the shared-library test modules (wasm side modules)"
+# "NAME file.c" lines after *shared*, less the one that inspects processes.
+mapfile -t SHARED_MODULES < <(awk '/^\*shared\*/ {on = 1; next}
+    on && /^@MODULE_/ {sub(/^@[A-Z0-9_]+@/, ""); print}' "$SRC/Modules/Setup.stdlib.in" |
+    grep -v '^_testexternalinspection ')
+((${#SHARED_MODULES[@]} >= 4)) ||
+    die "found ${#SHARED_MODULES[@]} shared test modules in $SRC/Modules/Setup.stdlib.in: its layout changed"
+read -ra SIDE_LDFLAGS <"$DYNLINK/side-ldflags"
+SIDE_CFLAGS=$(cat "$DYNLINK/side-cflags")
+DYNLOAD="$PYNBOX_OUT/root/python/lib/python$PY_MM/lib-dynload"
+EXT=$(pyvar EXT_SUFFIX)
+mkdir -p "$DYNLOAD" "$PYNBOX_OUT/.shared"
+for line in "${SHARED_MODULES[@]}"; do
+    read -r name files <<<"$line"
+    objs=()
+    for f in $files; do
+        o="$PYNBOX_OUT/.shared/$name-$(basename "${f%.c}").o"
+        # Without LTO: a side module is linked on its own, not with libpython.
+        # shellcheck disable=SC2086  # make variables' word lists
+        (cd "$PY_BUILD" && run "$WASI_CC" $(pyvar PY_STDMODULE_CFLAGS | sed 's/-flto=thin//g') $SIDE_CFLAGS \
+            -c "$SRC/Modules/$f" -o "$o")
+        objs+=("$o")
+    done
+    run "$WASI_CC" "${SIDE_LDFLAGS[@]}" -o "$DYNLOAD/$name$EXT" "${objs[@]}"
+    run "$WASI_STRIP" --strip-debug "$DYNLOAD/$name$EXT"
+done
+rm -rf "$PYNBOX_OUT/.shared"
+echo "shared test modules: $(cd "$DYNLOAD" && echo *)"
 
 step "stage Lib/test"
 DEST_TEST="$PYNBOX_OUT/root/python/lib/python$PY_MM/test"

@@ -355,7 +355,7 @@ mkdir -p "$ROOT/bin"
 # header), so that the relink path later recipes use is this one.
 # What makes a relinked interpreter a dynamic main module is kept in the
 # package's build entry (dynlink/: the object, the export list and the
-# flags, in link-flags), for the recipes that relink (python-tests).
+# other flags, in link-flags), for the recipes that relink (python-tests).
 R="$PYNBOX_OUT/.relink"
 D="$PYNBOX_OUT/dynlink"
 mkdir -p "$R" "$D"
@@ -369,9 +369,20 @@ wasi_lib=$WASI_SYSROOT/lib/wasm32-wasip1
     "$wasi_lib/libwasi-emulated-process-clocks.a" \
     "$WASI_TOOLCHAIN/resource/lib/wasm32-unknown-wasip1/libclang_rt.builtins.a" >"$D/exports.rsp"
 grep -q -- '--export=malloc$' "$D/exports.rsp" || die "export_list.py did not export the C library (see $D/exports.rsp)"
-echo "$D/pynbox_dynload.o -Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=__stack_pointer @$D/exports.rsp" >"$D/link-flags"
+# (The flags without the two files, whose directory moves once the build
+# entry is complete: a relinker passes DIR/pynbox_dynload.o, these flags and
+# @DIR/exports.rsp.)
+echo "-Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=__stack_pointer" >"$D/link-flags"
+# And how an extension module or library for this interpreter is built (what
+# sysconfig's CCSHARED and LDSHARED are elsewhere): position-independent,
+# symbols visible (clang's default for wasm is hidden, which would export
+# nothing), importing what it does not define (the interpreter and the
+# libraries it needs provide it), internal references bound inside,
+# constructors exported for the loader. See docs/PACKAGES.md.
+echo "-fPIC -fvisibility=default" >"$D/side-cflags"
+echo "-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-entry -Wl,--unresolved-symbols=import-dynamic -Wl,--export-if-defined=__wasm_call_ctors" >"$D/side-ldflags"
 run make -s -C "$WASM/build" -f Makefile -f "$WASM/relink.mk" pynbox-relink \
-    PYNBOX_WASM="$R/python.wasm" PYNBOX_EXTRA_LINK="$(cat "$D/link-flags")"
+    PYNBOX_WASM="$R/python.wasm" PYNBOX_EXTRA_LINK="$D/pynbox_dynload.o $(cat "$D/link-flags") @$D/exports.rsp"
 # DWARF is 70% of the file; the name section stays (0.2 MB) so that a trap's
 # backtrace names functions.
 run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python.wasm" "$R/python.wasm"

@@ -32,14 +32,11 @@ for flag in $(make -s --no-print-directory -C "$PY_WORK/build" -f Makefile -f "$
     esac
 done
 ext=$(make -s --no-print-directory -C "$PY_WORK/build" -f Makefile -f "$PY_WORK/relink.mk" pynbox-print-EXT_SUFFIX)
-# How a side module is compiled and linked: position-independent, symbols
-# visible (clang's default for wasm is hidden, which would export nothing),
-# importing what it does not define (the interpreter and the libraries it
-# needs provide it), internal references bound inside, constructors
-# exported for the loader.
-SIDE_CFLAGS=(-O2 -fPIC -fvisibility=default -Wall -Werror)
-SIDE_LDFLAGS=(-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-entry
-    -Wl,--unresolved-symbols=import-dynamic -Wl,--export-if-defined=__wasm_call_ctors)
+# How a side module is compiled and linked, from the python package (see
+# recipes/python/build.sh, dynlink/).
+read -ra SIDE_CFLAGS <"$PYNBOX_DEP_PYTHON/dynlink/side-cflags"
+read -ra SIDE_LDFLAGS <"$PYNBOX_DEP_PYTHON/dynlink/side-ldflags"
+SIDE_CFLAGS+=(-O2 -Wall -Werror)
 native=$out/native
 mkdir -p "$native" "$PYNBOX_OUT/.native"
 obj=$PYNBOX_OUT/.native

@@ -100,6 +100,28 @@ impl Python {
         Ok(Python::new(interpreter, snapshot, &arg0).with_native_modules(native))
     }
 
+    /// One run of this python with these arguments and environment: from
+    /// the snapshot when they allow resuming it
+    /// ([`crate::preinit::resumable`]), else the interpreter; started as
+    /// the interpreter's guest path, able to load the install's native
+    /// modules. Add mounts (the install's root at `/`), input, output and
+    /// limits, then run it. The CLI, the Python package and the server
+    /// all start one-shot runs this way.
+    pub fn sandbox(&self, args: &[String], env: &[(String, String)]) -> Sandbox {
+        let program = match &self.snapshot {
+            Some(s) if crate::preinit::resumable(args, env) => s,
+            _ => &self.interpreter,
+        };
+        let mut sandbox = Sandbox::new(program)
+            .arg0(&self.arg0)
+            .args(args.iter().cloned())
+            .native_modules(self.native.clone());
+        for (k, v) in env {
+            sandbox = sandbox.env(k, v);
+        }
+        sandbox
+    }
+
     /// Lets sessions of this python load these native modules (see
     /// [`crate::native`]); by default none.
     pub fn with_native_modules(mut self, modules: Arc<NativeModules>) -> Python {
