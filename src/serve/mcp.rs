@@ -710,6 +710,10 @@ fn io_error(path: &str, e: std::io::Error) -> ApiError {
         _ if e.raw_os_error() == Some(libc::ELOOP) => ApiError::bad(format!(
             "{path}: is a symbolic link, which these tools do not follow"
         )),
+        // A directory opened without following links, that is a link.
+        _ if e.raw_os_error() == Some(libc::ENOTDIR) => ApiError::bad(format!(
+            "{path}: is not a directory (symbolic links are not followed)"
+        )),
         _ => ApiError::bad(format!("{path}: {e}")),
     }
 }

@@ -51,12 +51,16 @@ class HttpServer:
             f'[[tenant]]\nname = "b"\ntoken = "{TOKEN_B}"\n'
         )
         self.log = workdir / "server.log"
+        # Scratch directories go below workdir/tmp (see the symlink test).
+        self.tmp = workdir / "tmp"
+        self.tmp.mkdir()
         self.proc = subprocess.Popen(
             [PYNBOX, "serve", "--dest", DEST, "--listen", "127.0.0.1:0",
              "--tokens", str(tokens), "--session-store", str(workdir / "store"), *extra],
             stdout=subprocess.PIPE,
             stderr=self.log.open("w"),
             text=True,
+            env={**os.environ, "TMPDIR": str(self.tmp)},
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -283,6 +287,40 @@ def test_a_session_outlives_its_stdio_server(stdio_store: Path) -> None:
             err, r = await call(c, "session_eval", {"session": "durable", "expr": "kept"})
             assert (err, r["value"]) == (False, "across processes")
             await call(c, "session_end", {"session": "durable"})
+    run(go())
+
+
+def test_symbolic_links_in_the_scratch_space_are_not_followed(http_server: HttpServer) -> None:
+    """Guests cannot make symbolic links; if one were there anyway (made
+    on the host), the file tools would not follow it out, nor at all."""
+    async def go() -> None:
+        async with Client(http_client(http_server.url, TOKEN_A)) as c:
+            await call(c, "session_end", {"session": "links"})
+            await call(c, "session_exec", {"session": "links", "code": (
+                "open('/tmp/marker-for-the-link-test', 'w').write('inside')\n"
+                "import os\n"
+                "try:\n    os.symlink('/etc', '/tmp/guest-link')\nexcept OSError as e:\n    print('refused', e.errno)")})
+            err, r = await call(c, "session_list_files", {"session": "links"})
+            assert [e["name"] for e in r["entries"]] == ["marker-for-the-link-test"], r
+            (marker,) = http_server.tmp.glob("pynbox-serve-*/sessions/*/*/marker-for-the-link-test")
+            scratch = marker.parent
+            (scratch / "out").symlink_to("/etc")
+            (scratch / "passwd").symlink_to("/etc/passwd")
+            (scratch / "inner").symlink_to(marker)
+            for tool, path in [
+                ("session_read_file", "out/passwd"),
+                ("session_read_file", "/tmp/passwd"),
+                ("session_read_file", "inner"),
+                ("session_list_files", "out"),
+            ]:
+                err, r = await call(c, tool, {"session": "links", "path": path})
+                assert err and r["error"]["type"] == "BadRequest", (tool, path, r)
+                assert "root:" not in json.dumps(r)
+            err, r = await call(c, "session_list_files", {"session": "links"})
+            kinds = {e["name"]: e["type"] for e in r["entries"]}
+            assert kinds == {"marker-for-the-link-test": "file", "out": "symlink",
+                             "passwd": "symlink", "inner": "symlink"}, kinds
+            await call(c, "session_end", {"session": "links"})
     run(go())
 
 
