@@ -825,3 +825,34 @@ fn end_session(state: &State, tenant: &Tenant, a: EndArgs) -> Outcome {
     let ended = state.delete(&tenant.name, &id)?;
     Ok((json!({"session": a.session, "ended": ended}), false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_become_ids_of_the_servers_form() {
+        let id = session_id("analysis-1.v2_x").unwrap();
+        assert!(super::super::store::is_session_id(&id), "{id}");
+        assert_eq!(id, session_id("analysis-1.v2_x").unwrap());
+        assert_ne!(id, session_id("analysis-1.v2_y").unwrap());
+        // Made of allowed characters, and hashed like any name: it never
+        // reaches a path.
+        assert!(super::super::store::is_session_id(
+            &session_id("..").unwrap()
+        ));
+        for bad in ["", "a/b", "a b", "é", "a\0", &"x".repeat(MAX_NAME + 1)] {
+            assert!(session_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_tool_calls_take_a_turn_and_batches_are_refused() {
+        let call = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#;
+        assert!(calls_a_tool(call).unwrap());
+        assert!(!calls_a_tool(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap());
+        assert!(!calls_a_tool(b"not json").unwrap());
+        assert!(!calls_a_tool(br#"{"method": 5}"#).unwrap());
+        assert!(calls_a_tool(br#"[{"method":"tools/list"}]"#).is_err());
+    }
+}

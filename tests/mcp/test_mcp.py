@@ -324,6 +324,33 @@ def test_symbolic_links_in_the_scratch_space_are_not_followed(http_server: HttpS
     run(go())
 
 
+def test_stdio_tool_calls_beyond_the_queue_are_refused(tmp_path: Path) -> None:
+    """Over stdio the same admission holds: one guest at a time and no
+    queue, so a call while another runs is refused, as a tool error."""
+    async def go() -> None:
+        async with Client(stdio_params(tmp_path, "--max-concurrent", "1", "--queue", "0")) as c:
+            for _ in range(20):
+                long = asyncio.create_task(call(c, "run_python", {
+                    "code": "import time; time.sleep(60)", "timeout": 120}))
+                refused = None
+                while not long.done():
+                    err, r = await call(c, "run_python", {"code": "print(1)"})
+                    if err:
+                        refused = r["error"]["type"]
+                        break
+                if refused is None:
+                    # The short call came first: the long one was refused.
+                    err, r = long.result()
+                    assert err and r["error"]["type"] == "TooManyRequests", r
+                    continue
+                assert refused == "TooManyRequests"
+                assert not long.done()
+                long.cancel()
+                return
+            raise AssertionError("the long run was never admitted")
+    run(go())
+
+
 def post(url: str, body: bytes, token: str | None) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url + "/mcp", data=body, method="POST")
     req.add_header("Content-Type", "application/json")
