@@ -22,13 +22,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
+# What tests/deploy/check_manifests.py imports, pinned; the virtualenv is
+# named after the pins, so that changing one makes a new one.
 validate_version=1.37.0
+pins=("kubernetes-validate==$validate_version" "jsonschema==4.26.0" "PyYAML==6.0.4")
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/pynbox
-venv=$cache/k8s-venv-$validate_version
-if ! "$venv/bin/python" -c 'import kubernetes_validate' 2>/dev/null; then
+venv=$cache/deploy-venv-$(printf '%s\n' "${pins[@]}" | sha256sum | cut -c1-12)
+if ! "$venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "kubernetes-validate==$validate_version"
+    "$venv/bin/pip" install --quiet "${pins[@]}"
 fi
 
 echo "== manifests (kubernetes-validate $validate_version)"
