@@ -25,6 +25,7 @@ from typing import Any
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 PYNBOX = os.environ["PYNBOX"]
@@ -238,6 +239,25 @@ def test_limits_stop_runs_and_sessions(connect: Any) -> None:
             # A limit that is not a number of seconds is refused.
             err, r = await call(c, "run_python", {"code": "1", "timeout": -1})
             assert err and r["error"]["type"] == "BadRequest"
+    run(go())
+
+
+def test_arguments_outside_a_tools_schema_are_a_protocol_error(connect: Any) -> None:
+    async def go() -> None:
+        async with connect() as c:
+            for tool, args in [
+                ("run_python", {"code": "1", "bogus": 1}),
+                ("run_python", {"code": "1", "timeout": "soon"}),
+                ("run_python", {}),
+                ("session_exec", {"session": "a", "code": "1", "memroy": 5}),
+                ("no_such_tool", {}),
+            ]:
+                with pytest.raises(MCPError) as e:
+                    await c.call_tool(tool, args)
+                assert e.value.error.code == -32602, (tool, args, e.value)
+            # The server is unharmed.
+            err, r = await call(c, "run_python", {"code": "print(2)"})
+            assert r["stdout"] == "2\n"
     run(go())
 
 
