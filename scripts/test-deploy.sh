@@ -15,9 +15,12 @@
 #    MCP at /mcp). Needs root; skipped, saying so, without it.
 # 3. With DEST, when this machine has a Docker daemon and debootstrap: a
 #    Debian base image made with debootstrap and `docker import`, the
-#    image built from deploy/Dockerfile on it (SOURCE=prebuilt: the tree
-#    of step 2), run read-only, and its API hit. Otherwise skipped, saying
-#    why.
+#    image built from deploy/Dockerfile on it (with the tree of step 2 as
+#    deploy/.prebuilt), run read-only with no capabilities on the host's
+#    network, and its API hit; the test image and its build stage's image
+#    are removed after, the base is kept for the next run. The daemon is
+#    whichever `docker` reaches (DOCKER_HOST); the classic builder and
+#    BuildKit both do. Otherwise skipped, saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -47,7 +50,14 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/pynbox-deploy.XXXXXX")
 server=
 cleanup() {
     [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-    if [ -n "${image:-}" ]; then docker rm -f pynbox-deploy-test >/dev/null 2>&1 || true; fi
+    if [ -n "${image:-}" ]; then
+        docker rm -f pynbox-deploy-test >/dev/null 2>&1 || true
+        docker rmi "$image" >/dev/null 2>&1 || true
+        # The build stage's image, which the classic builder keeps: the
+        # dangling images that were not there before.
+        comm -13 <(printf '%s\n' "$dangling" | sort) \
+            <(docker images -q --filter dangling=true | sort) | xargs -r docker rmi >/dev/null 2>&1 || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -121,7 +131,7 @@ if [ -n "$why" ]; then
 fi
 base=pynbox-debian-base:bookworm
 if ! docker image inspect "$base" >/dev/null 2>&1; then
-    debootstrap --variant=minbase bookworm "$work/rootfs" http://deb.debian.org/debian >"$work/debootstrap.log"
+    debootstrap --variant=minbase bookworm "$work/rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$work/debootstrap.log"
     tar -C "$work/rootfs" -c . | docker import - "$base" >/dev/null
     rm -rf "$work/rootfs"
 fi
@@ -130,13 +140,18 @@ mkdir -p "$ctx/deploy"
 cp deploy/Dockerfile "$ctx/deploy/Dockerfile"
 cp -a "$tree" "$ctx/deploy/.prebuilt"
 rm -f "$ctx/deploy/.prebuilt/etc/pynbox/tokens/tokens.toml"
+dangling=$(docker images -q --filter dangling=true)
 image=pynbox-deploy-test:latest
-DOCKER_BUILDKIT=1 docker build -q -f "$ctx/deploy/Dockerfile" --build-arg SOURCE=prebuilt \
-    --build-arg BUILDER="$base" -t "$image" "$ctx" >/dev/null
-docker run -d --name pynbox-deploy-test --read-only --tmpfs /tmp \
+docker build -q -f "$ctx/deploy/Dockerfile" --build-arg BUILDER="$base" -t "$image" "$ctx" >/dev/null
+# The host's network, on a free loopback port: no bridge or port mapping
+# needed from the daemon.
+port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+docker run -d --name pynbox-deploy-test --network host --read-only --tmpfs /tmp \
     --tmpfs /var/lib/pynbox:uid=65532,gid=65532 --cap-drop ALL --security-opt no-new-privileges \
-    -v "$work/tokens.toml:/etc/pynbox/tokens/tokens.toml:ro" -p 127.0.0.1::8080 "$image" >/dev/null
-url="http://$(docker port pynbox-deploy-test 8080/tcp | head -n1)"
+    -v "$work/tokens.toml:/etc/pynbox/tokens/tokens.toml:ro" "$image" \
+    --listen "127.0.0.1:$port" --tokens /etc/pynbox/tokens/tokens.toml \
+    --session-store /var/lib/pynbox/sessions >/dev/null
+url="http://127.0.0.1:$port"
 if ! hit_api "$url"; then
     docker logs pynbox-deploy-test >&2
     exit 1
