@@ -151,6 +151,8 @@ struct ServeArgs {
     /// Speak MCP on stdin and stdout (one JSON-RPC message a line) to the
     /// client that started this process, as the one tenant "anonymous",
     /// instead of listening; stop when it closes stdin. Logs go to stderr.
+    /// A mode of `serve` rather than a command of its own, so that every
+    /// limit and store option below applies to it alike.
     #[arg(long, conflicts_with_all = ["listen", "unix", "tokens", "no_auth"])]
     mcp_stdio: bool,
     /// Guest runs at once, all tenants together [default: the number of cores].
