@@ -259,7 +259,9 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir(
+        // What a server killed with SIGKILL (as one test does) leaves:
+        // its sessions' scratch directories.
+        let _ = std::fs::remove_dir_all(
             std::env::temp_dir().join(format!("pynbox-serve-{}", self.child.id())),
         );
     }
