@@ -65,6 +65,12 @@ say "example"
 cargo run --release --locked --example embed -- "$dest"
 cargo run --release --locked --example session -- "$dest"
 
+say "MCP: the official Python SDK (PyPI's mcp, pinned) against pynbox serve over stdio and HTTP (scripts/test-mcp.sh alone)"
+PYNBOX=$pynbox scripts/test-mcp.sh "$dest"
+
+say "deployment: Kubernetes manifests against their schemas, the image's tree run, the image if Docker can (scripts/test-deploy.sh alone)"
+PYNBOX=$pynbox scripts/test-deploy.sh "$dest"
+
 say "the Python package: build the wheel, test it in a virtualenv (scripts/test-python.sh alone)"
 scripts/test-python.sh
 

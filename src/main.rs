@@ -99,7 +99,7 @@ enum Cmd {
         sha256 and cached in $PYNBOX_PYPI_CACHE (default ~/.cache/pynbox/pypi). Every change \
         rewrites DEST/pylock.toml.")]
     Pip(PipArgs),
-    /// Serve the sandbox over HTTP/JSON to many tenants: runs and sessions.
+    /// Serve the sandbox over HTTP/JSON and MCP to many tenants: runs and sessions.
     Serve(ServeArgs),
 }
 
@@ -113,7 +113,14 @@ enum Cmd {
     curl -s -H \"Authorization: Bearer $TOKEN\" -d '{}' http://127.0.0.1:8080/v1/sessions   (then .../v1/sessions/ID/exec and /eval)\n\n\
     The first line on stdout is the bound address (\"listening on http://ADDR\"); logs go to stderr. \
     SIGTERM stops accepting, lets running requests finish within --grace, saves live sessions \
-    to the store and exits 0. The API is described in README.md, \"As a service\"."
+    to the store and exits 0. The API is described in README.md, \"As a service\".\n\n\
+    MCP (Model Context Protocol): the same server answers MCP over streamable HTTP at /mcp \
+    (same tokens, same limits). For an MCP client that starts its servers itself, \
+    --mcp-stdio speaks MCP on stdin/stdout instead of listening, for that one client, and \
+    exits when it closes stdin:\n  \
+    pynbox serve --dest DEST --mcp-stdio\n\
+    Tools: run_python, session_exec, session_eval, session_list_files, session_read_file, \
+    session_end (README.md, \"As an MCP server\")."
 )]
 struct ServeArgs {
     /// The install whose python runs (made with `pynbox install DEST python`).
@@ -123,7 +130,7 @@ struct ServeArgs {
     #[arg(
         long,
         value_name = "ADDR",
-        required_unless_present = "unix",
+        required_unless_present_any = ["unix", "mcp_stdio"],
         conflicts_with = "unix"
     )]
     listen: Option<String>,
@@ -135,12 +142,19 @@ struct ServeArgs {
     /// or more), and optionally max_concurrent = N (its guests running at
     /// once), max_memory = "256M" (the most memory of one of its guests) and
     /// max_sessions = N (its sessions in memory at once).
-    #[arg(long, value_name = "FILE", required_unless_present = "no_auth")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["no_auth", "mcp_stdio"])]
     tokens: Option<PathBuf>,
     /// Take requests without tokens, as the one tenant "anonymous": only
     /// on a loopback address or a Unix socket.
     #[arg(long, conflicts_with = "tokens")]
     no_auth: bool,
+    /// Speak MCP on stdin and stdout (one JSON-RPC message a line) to the
+    /// client that started this process, as the one tenant "anonymous",
+    /// instead of listening; stop when it closes stdin. Logs go to stderr.
+    /// A mode of `serve` rather than a command of its own, so that every
+    /// limit and store option below applies to it alike.
+    #[arg(long, conflicts_with_all = ["listen", "unix", "tokens", "no_auth"])]
+    mcp_stdio: bool,
     /// Guest runs at once, all tenants together [default: the number of cores].
     #[arg(long, value_name = "N")]
     max_concurrent: Option<usize>,
@@ -609,7 +623,8 @@ fn serve(a: ServeArgs) -> ExitCode {
             listen: match (&a.listen, &a.unix) {
                 (Some(l), _) => pynbox::serve::Listen::Tcp(l.clone()),
                 (None, Some(u)) => pynbox::serve::Listen::Unix(u.clone()),
-                (None, None) => return Err("give --listen ADDR or --unix PATH".into()),
+                (None, None) if a.mcp_stdio => pynbox::serve::Listen::Stdio,
+                (None, None) => return Err("give --listen ADDR, --unix PATH or --mcp-stdio".into()),
             },
             tenants,
             max_concurrent,

@@ -259,7 +259,9 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir(
+        // What a server killed with SIGKILL (as one test does) leaves:
+        // its sessions' scratch directories.
+        let _ = std::fs::remove_dir_all(
             std::env::temp_dir().join(format!("pynbox-serve-{}", self.child.id())),
         );
     }
@@ -559,7 +561,13 @@ fn sigterm_finishes_running_work_and_saves_live_sessions() {
         // The run has its scratch directory while it runs.
         let scratch = std::env::temp_dir().join(format!("pynbox-serve-{}", server.child.id()));
         let started = Instant::now();
-        while std::fs::read_dir(&scratch).map_or(0, |d| d.count()) == 0 {
+        // (Sessions keep theirs below sessions/.)
+        let runs = || {
+            std::fs::read_dir(&scratch).map_or(0, |d| {
+                d.flatten().filter(|e| e.file_name() != "sessions").count()
+            })
+        };
+        while runs() == 0 {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "the run did not start"
@@ -726,4 +734,90 @@ fn sessions_run_side_by_side_and_one_session_takes_turns() {
     let took = both([&one, &one], code);
     assert!(took >= Duration::from_millis(1000), "{took:?}");
     assert_eq!(server.eval(TOKEN_A, &one, "n")["value"], 2);
+}
+
+#[test]
+fn a_session_has_its_own_tmp_kept_through_a_save_and_removed_with_it() {
+    let dir = Dir::new("session-tmp");
+    let server = Server::start(&dir, &["--session-idle", "0.5"]);
+    let one = server.session(TOKEN_A, json!({}));
+    let two = server.session(TOKEN_A, json!({}));
+    server.exec(TOKEN_A, &one, "open('/tmp/mine', 'w').write('one')");
+    assert_eq!(
+        server.eval(TOKEN_A, &two, "__import__('os').listdir('/tmp')")["value"],
+        json!([])
+    );
+    // Saved to the store, dropped from memory, restored: the file is there.
+    server.wait_for_log(&format!("session {one} of a saved to the store"), 1);
+    assert_eq!(
+        server.eval(TOKEN_A, &one, "open('/tmp/mine').read()")["value"],
+        "one"
+    );
+    assert!(server
+        .log()
+        .contains(&format!("session {one} of a restored from the store")));
+    // Runs do not see it either.
+    assert_eq!(
+        server.run(json!({"code": "import os; print(os.listdir('/tmp'))"}))["stdout"],
+        "[]\n"
+    );
+    // Its directory goes with the session.
+    let scratch = std::env::temp_dir()
+        .join(format!("pynbox-serve-{}", server.child.id()))
+        .join("sessions");
+    let dirs = || -> Vec<String> {
+        std::fs::read_dir(&scratch)
+            .unwrap()
+            .flatten()
+            .flat_map(|t| std::fs::read_dir(t.path()).unwrap().flatten())
+            .map(|s| s.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(dirs().contains(&one), "{:?}", dirs());
+    let (s, _, _) = server.call(
+        "DELETE",
+        &format!("/v1/sessions/{one}"),
+        Some(TOKEN_A),
+        None,
+    );
+    assert_eq!(s, 204);
+    assert!(!dirs().contains(&one), "{:?}", dirs());
+    assert!(dirs().contains(&two), "{:?}", dirs());
+}
+
+#[test]
+fn mcp_stdio_is_for_one_client_and_refuses_listening_or_tokens() {
+    let dir = Dir::new("mcp-stdio-cli");
+    let dest = dest().display().to_string();
+    for extra in [
+        &["--tokens", "tokens.toml"][..],
+        &["--listen", "127.0.0.1:0"],
+        &["--no-auth"],
+    ] {
+        let out = pynbox()
+            .args(["serve", "--dest", &dest, "--mcp-stdio"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains("cannot be used with"), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // A client that goes away at once: the server stops, exit 0, and
+    // wrote nothing but MCP (here: nothing) on stdout.
+    let out = pynbox()
+        .args(["serve", "--dest", &dest, "--mcp-stdio", "--session-store"])
+        .arg(dir.store())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
 }

@@ -35,6 +35,7 @@ pub(super) fn router(state: Arc<State>) -> Router {
         .route("/v1/sessions/{id}", axum::routing::delete(delete_session))
         .route("/v1/sessions/{id}/exec", post(exec))
         .route("/v1/sessions/{id}/eval", post(eval))
+        .merge(super::mcp::router(state.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -66,7 +67,7 @@ async fn request_id(req: Request, next: Next) -> Response {
 }
 
 /// The tenant of a request, from its bearer token.
-pub(super) struct Caller(auth::Tenant);
+pub(super) struct Caller(pub(super) auth::Tenant);
 
 impl FromRequestParts<Arc<State>> for Caller {
     type Rejection = ApiError;
@@ -206,7 +207,7 @@ async fn run(
     .map(Json)
 }
 
-fn run_once(
+pub(super) fn run_once(
     state: &State,
     args: Vec<String>,
     stdin: Vec<u8>,
@@ -265,21 +266,21 @@ async fn create_session(
     let id = blocking(move || {
         let _admission = admission;
         let engine = st.engine()?;
-        let options = st.session_options(engine, limits);
-        let session =
-            crate::session::Session::start(&engine.python, options).map_err(|e| {
-                match e.kind() {
-                    crate::ErrorKind::Input => ApiError::bad(e.to_string()),
-                    crate::ErrorKind::Internal => ApiError::internal(e.to_string()),
-                }
-            })?;
         let id = random_id();
+        let options = st.session_options(engine, limits, &tenant.name, &id)?;
+        let session =
+            crate::session::Session::start(&engine.python, options).map_err(|e| match e.kind() {
+                crate::ErrorKind::Input => ApiError::bad(e.to_string()),
+                crate::ErrorKind::Internal => ApiError::internal(e.to_string()),
+            });
+        let session = session.inspect_err(|_| st.remove_session_scratch(&tenant.name, &id))?;
         st.insert(
             &tenant,
             &id,
             session,
             super::store::StoredLimits::of(&limits),
-        )?;
+        )
+        .inspect_err(|_| st.remove_session_scratch(&tenant.name, &id))?;
         Ok(id)
     })
     .await?;
@@ -354,7 +355,7 @@ async fn call(
 
 /// A failed call, answered with 200: `{"error": {"kind", "type",
 /// "message", "traceback"}, "alive", "stdout", "stderr"}`.
-fn call_error(e: &CallError, alive: bool) -> serde_json::Value {
+pub(super) fn call_error(e: &CallError, alive: bool) -> serde_json::Value {
     let (kind, type_name, traceback) = match &e.kind {
         CallErrorKind::Guest {
             type_name,

@@ -14,9 +14,14 @@
 //! - `api.rs`: the handlers and their JSON.
 //! - `auth.rs`: the tokens file and bearer tokens.
 //! - `store.rs`: the session store directory.
+//! - `scratch.rs`: each session's scratch directory (its `/tmp`).
+//! - `mcp.rs`: the same service as a Model Context Protocol server, over
+//!   stdio and streamable HTTP (`/mcp`).
 
 mod api;
 pub mod auth;
+mod mcp;
+mod scratch;
 pub mod store;
 
 use std::collections::HashMap;
@@ -42,6 +47,9 @@ pub enum Listen {
     Tcp(String),
     /// A Unix domain socket, made readable and writable by this user only.
     Unix(PathBuf),
+    /// MCP over stdin and stdout, for the one client that started the
+    /// process (`--mcp-stdio`); no HTTP.
+    Stdio,
 }
 
 /// Everything `pynbox serve` is told.
@@ -300,14 +308,24 @@ impl State {
         ))
     }
 
-    fn session_options(&self, engine: &Engine, limits: Limits) -> SessionOptions {
-        SessionOptions {
+    /// The install read-only at `/`, the session's scratch directory
+    /// read-write at `/tmp`.
+    fn session_options(
+        &self,
+        engine: &Engine,
+        limits: Limits,
+        tenant: &str,
+        id: &str,
+    ) -> Result<SessionOptions, ApiError> {
+        let scratch = self.make_session_scratch(tenant, id)?;
+        Ok(SessionOptions {
             mounts: vec![
-                MountSpec::new(engine.root.clone(), "/", false).expect("/ is a mount point")
+                MountSpec::new(engine.root.clone(), "/", false).expect("/ is a mount point"),
+                MountSpec::new(scratch, "/tmp", true).expect("/tmp is a mount point"),
             ],
             limits,
             ..SessionOptions::default()
-        }
+        })
     }
 
     /// Runs `f` on live session `id` of `tenant`, restoring it from the
@@ -339,8 +357,13 @@ impl State {
                         // Within today's maxima, which may be lower
                         // than when the session was saved.
                         let limits = StoredLimits::of(&cap(limits.limits(), self.maxima(who)));
-                        let options = self.session_options(engine, limits.limits());
-                        match Session::restore(&engine.python, &bytes, options) {
+                        let restored = self
+                            .session_options(engine, limits.limits(), tenant, id)
+                            .and_then(|options| {
+                                Session::restore(&engine.python, &bytes, options)
+                                    .map_err(|e| ApiError::internal(e.to_string()))
+                            });
+                        match restored {
                             Ok(s) => {
                                 log(&format!("session {id} of {tenant} restored from the store"));
                                 *state = SlotState::Live {
@@ -352,7 +375,8 @@ impl State {
                                 *state = SlotState::Gone;
                                 self.forget(&key, &slot);
                                 return Err(ApiError::internal(format!(
-                                    "the session could not be restored: {e}"
+                                    "the session could not be restored: {}",
+                                    e.message
                                 )));
                             }
                         }
@@ -457,6 +481,7 @@ impl State {
         *state = SlotState::Gone;
         self.forget(&key, &slot);
         self.store.remove(tenant, id).map_err(ApiError::internal)?;
+        self.remove_session_scratch(tenant, id);
         Ok(live || stored)
     }
 
@@ -507,6 +532,7 @@ impl State {
                         "session {id} of {tenant} dropped: it cannot be saved ({e})"
                     ));
                     let _ = self.store.remove(tenant, id);
+                    self.remove_session_scratch(tenant, id);
                 }
             }
             *state = SlotState::Gone;
@@ -663,6 +689,7 @@ async fn run(state: Arc<State>) -> Result<(), String> {
                     .map_err(|e| e.to_string())
             })
         }
+        Listen::Stdio => tokio::spawn(mcp::stdio(state.clone(), stopped)),
     };
     // Load the interpreter while already answering /healthz; without
     // it the server is of no use, and stops.
@@ -704,9 +731,14 @@ async fn run(state: Arc<State>) -> Result<(), String> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     let mut server = server;
+    let mut ended = false;
     tokio::select! {
         r = &mut server => {
-            return r.map_err(|e| e.to_string())?;
+            r.map_err(|e| e.to_string())??;
+            // Only MCP over stdio ends by itself: its client closed stdin.
+            // Its sessions are saved like at SIGTERM.
+            log("stdin closed: stopping");
+            ended = true;
         }
         Some(e) = fatal_rx.recv() => return Err(e),
         _ = term.recv() => log("SIGTERM: stopping"),
@@ -714,15 +746,17 @@ async fn run(state: Arc<State>) -> Result<(), String> {
     }
     let _ = stop_tx.send(true);
     let grace = state.config.grace;
-    tokio::select! {
-        r = &mut server => {
-            if let Ok(Err(e)) = r {
-                log(&format!("the server failed while stopping: {e}"));
+    if !ended {
+        tokio::select! {
+            r = &mut server => {
+                if let Ok(Err(e)) = r {
+                    log(&format!("the server failed while stopping: {e}"));
+                }
             }
+            _ = tokio::time::sleep(grace) => log(&format!(
+                "the grace period of {} s is over: running work is abandoned", grace.as_secs_f64()
+            )),
         }
-        _ = tokio::time::sleep(grace) => log(&format!(
-            "the grace period of {} s is over: running work is abandoned", grace.as_secs_f64()
-        )),
     }
     let live = state.live_sessions();
     let s = state.clone();
