@@ -133,8 +133,10 @@ struct ServeArgs {
     /// The tenants and their bearer tokens, a TOML file: per tenant a
     /// [[tenant]] table with name = "NAME", token = "TOKEN" (16 characters
     /// or more), and optionally max_concurrent = N (its guests running at
-    /// once), max_memory = "256M" (the most memory of one of its guests) and
-    /// max_sessions = N (its sessions in memory at once).
+    /// once), max_memory = "256M" (the most memory of one of its guests),
+    /// max_sessions = N (its sessions in memory at once) and
+    /// cpu_seconds_per_minute = S (guest wall time per minute; past it,
+    /// 429 QuotaExceeded with Retry-After).
     #[arg(long, value_name = "FILE", required_unless_present = "no_auth")]
     tokens: Option<PathBuf>,
     /// Take requests without tokens, as the one tenant "anonymous": only
@@ -179,6 +181,15 @@ struct ServeArgs {
     /// Directory for compiled machine code [default: DEST/cache].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// How log lines on stderr are written: text (for people) or json (one
+    /// object per line, for log collectors). Each request is one line with
+    /// its request id, tenant, route, status, latency and outcome.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: String,
+    /// Do not answer GET /metrics (Prometheus counters, without tenant
+    /// names; it takes no token).
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 #[derive(Args)]
@@ -622,6 +633,11 @@ fn serve(a: ServeArgs) -> ExitCode {
             grace: secs("grace", a.grace)?,
             cache_dir: a.cache_dir.clone(),
             dest: a.dest.clone(),
+            log_format: a
+                .log_format
+                .parse()
+                .map_err(|e| format!("--log-format: {e}"))?,
+            metrics: !a.no_metrics,
         })
     })();
     let config = match config {

@@ -727,3 +727,209 @@ fn sessions_run_side_by_side_and_one_session_takes_turns() {
     assert!(took >= Duration::from_millis(1000), "{took:?}");
     assert_eq!(server.eval(TOKEN_A, &one, "n")["value"], 2);
 }
+
+/// A GET or POST with extra headers: status, headers, body text.
+fn raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, ureq::http::HeaderMap, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}{path}", server.url);
+    let r = if method == "GET" {
+        let mut r = agent.get(&url);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.call()
+    } else {
+        let mut r = agent.post(&url).header("content-type", "application/json");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send(body)
+    };
+    let mut r = r.unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", server.log()));
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn request_ids_and_json_log_lines() {
+    let dir = Dir::new("logs");
+    let server = Server::start(&dir, &["--log-format", "json"]);
+    let auth = format!("Bearer {TOKEN_A}");
+    let secret_code = "print('code-that-must-not-be-logged')";
+    let body = json!({ "code": secret_code }).to_string();
+    // A sane id of the client's is echoed; anything else is replaced.
+    let (s, h, _) = raw(
+        &server,
+        "POST",
+        "/v1/run",
+        &[("authorization", &auth), ("x-request-id", "client-id-1")],
+        &body,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(h["x-request-id"], "client-id-1");
+    let (_, h, _) = raw(
+        &server,
+        "GET",
+        "/healthz",
+        &[("x-request-id", "two words\" injected=1")],
+        "",
+    );
+    let id = h["x-request-id"].to_str().unwrap();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    server.run(json!({"code": "while True: pass", "limits": {"timeout": 0.5}}));
+    let (s, _, _) = raw(&server, "POST", "/v1/run", &[], &body);
+    assert_eq!(s, 401);
+
+    server.wait_for_log("\"route\":\"/v1/run\"", 3);
+    let log = server.log();
+    // Every line is one JSON object.
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let requests: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "request" && l["route"] == "/v1/run")
+        .collect();
+    let first = requests
+        .iter()
+        .find(|l| l["request_id"] == "client-id-1")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(first["tenant"], "a");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["outcome"], "ok");
+    assert_eq!(first["method"], "POST");
+    assert!(first["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(requests
+        .iter()
+        .any(|l| l["outcome"] == "limit" && l["limit"] == "time" && l["tenant"] == "a"));
+    assert!(requests
+        .iter()
+        .any(|l| l["status"] == 401 && l["outcome"] == "Unauthorized" && l["tenant"] == "-"));
+    assert!(!log.contains("must-not-be-logged"), "{log}");
+    assert!(!log.contains(TOKEN_A), "{log}");
+}
+
+/// The value of the metric line that starts with `series ` on `page`.
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_runs_sessions_and_memory() {
+    let dir = Dir::new("metrics");
+    let server = Server::start(&dir, &["--session-idle", "0.5"]);
+    let page = || {
+        let (s, h, text) = raw(&server, "GET", "/metrics", &[], "");
+        assert_eq!(s, 200);
+        assert!(h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        text
+    };
+    server.run(json!({"code": "print(1)"}));
+    server.run(json!({"code": "raise SystemExit(3)"}));
+    server.run(json!({"code": "while True: pass", "limits": {"timeout": 0.5}}));
+    let id = server.session(TOKEN_A, json!({}));
+    server.exec(TOKEN_A, &id, "x = 1");
+    server.exec(TOKEN_A, &id, "1/0");
+    let p = page();
+    for (series, n) in [
+        (
+            r#"pynbox_runs_total{kind="run",outcome="ok",limit=""}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="run",outcome="exit",limit=""}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="run",outcome="limit",limit="time"}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="start",outcome="ok",limit=""}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="exec",outcome="ok",limit=""}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="exec",outcome="error",limit=""}"#,
+            1.0,
+        ),
+        (r#"pynbox_request_duration_seconds_count{kind="run"}"#, 3.0),
+        ("pynbox_queue_depth", 0.0),
+    ] {
+        assert_eq!(metric(&p, series), n, "{series}");
+    }
+    assert!(metric(&p, "pynbox_resident_memory_bytes") > 1e6);
+    // The idle session is saved, then restored by a call.
+    server.wait_for_log("saved to the store", 1);
+    assert_eq!(metric(&page(), "pynbox_sessions_saved_total"), 1.0);
+    assert_eq!(metric(&page(), "pynbox_sessions_live"), 0.0);
+    assert_eq!(server.eval(TOKEN_A, &id, "x")["value"], 1);
+    let p = page();
+    assert_eq!(metric(&p, "pynbox_sessions_restored_total"), 1.0);
+    assert_eq!(metric(&p, "pynbox_sessions_live"), 1.0);
+    assert!(!p.contains("tenant") && !p.contains(&id));
+    drop(server);
+
+    let off = Server::start(&dir, &["--no-metrics"]);
+    let (s, _, _) = raw(&off, "GET", "/metrics", &[], "");
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn a_tenant_past_its_cpu_quota_waits_and_others_do_not() {
+    let dir = Dir::new("quota");
+    std::fs::write(
+        dir.tokens(),
+        format!(
+            "[[tenant]]\nname = \"a\"\ntoken = \"{TOKEN_A}\"\n\n\
+             [[tenant]]\nname = \"b\"\ntoken = \"{TOKEN_B}\"\ncpu_seconds_per_minute = 1\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&dir, &[]);
+    let sleep = json!({"code": "import time; time.sleep(1.5)"});
+    server.post("/v1/run", TOKEN_B, sleep.clone(), 200);
+    // 1.5 s used of 1 s per minute: refused until the debt is refilled.
+    for (path, body) in [
+        ("/v1/run", sleep.to_string()),
+        ("/v1/sessions", "{}".into()),
+    ] {
+        let (s, v, h) = server.call("POST", path, Some(TOKEN_B), Some(&body));
+        assert_eq!(s, 429, "{v}");
+        assert_eq!(v["error"]["type"], "QuotaExceeded");
+        assert_eq!(v["error"]["quota"], "cpu_seconds_per_minute");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cpu_seconds_per_minute"));
+        let retry: u64 = h[1].as_deref().unwrap().parse().unwrap();
+        assert!((1..=61).contains(&retry), "{retry}");
+    }
+    // Tenant a has no quota.
+    server.run(sleep.clone());
+    server.run(sleep);
+}

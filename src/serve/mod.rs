@@ -13,10 +13,16 @@
 //!   the idle sweeper and shutdown.
 //! - `api.rs`: the handlers and their JSON.
 //! - `auth.rs`: the tokens file and bearer tokens.
+//! - `quota.rs`: the tenants' CPU-seconds-per-minute quota.
+//! - `logging.rs`: request ids and the log line of each request.
+//! - `metrics.rs`: `/metrics`.
 //! - `store.rs`: the session store directory.
 
 mod api;
 pub mod auth;
+pub mod logging;
+mod metrics;
+mod quota;
 pub mod store;
 
 use std::collections::HashMap;
@@ -70,6 +76,10 @@ pub struct Config {
     pub grace: Duration,
     /// Compiled machine code [default: DEST/cache].
     pub cache_dir: Option<PathBuf>,
+    /// How log lines are written.
+    pub log_format: logging::LogFormat,
+    /// Whether `GET /metrics` answers.
+    pub metrics: bool,
 }
 
 /// The interpreter, loaded once (`/readyz` answers 200 from then on).
@@ -116,6 +126,8 @@ pub(crate) struct State {
     sessions: Mutex<HashMap<Key, Arc<Slot>>>,
     store: Store,
     scratch: PathBuf,
+    metrics: metrics::Metrics,
+    quotas: quota::Quotas,
 }
 
 /// An error answered as `{"error": {"type", "message"}}`.
@@ -124,6 +136,10 @@ pub(crate) struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// Seconds for `Retry-After` (429 only).
+    retry_after: u64,
+    /// The quota a `QuotaExceeded` names, also as its own field.
+    quota: Option<&'static str>,
 }
 
 impl ApiError {
@@ -143,6 +159,19 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after: 1,
+            quota: None,
+        }
+    }
+
+    /// 429: `quota` of the tenant is used up until `retry_after` seconds
+    /// from now.
+    pub fn quota(quota: &'static str, retry_after: u64, message: String) -> ApiError {
+        ApiError {
+            kind: "QuotaExceeded",
+            retry_after: retry_after.max(1),
+            quota: Some(quota),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
 
@@ -161,14 +190,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": {"type": self.kind, "message": self.message}
         });
+        if let Some(q) = self.quota {
+            body["error"]["quota"] = q.into();
+        }
         let mut r = (self.status, axum::Json(body)).into_response();
+        r.extensions_mut().insert(logging::ErrorType(self.kind));
         match self.status {
             StatusCode::TOO_MANY_REQUESTS => {
                 r.headers_mut()
-                    .insert("retry-after", HeaderValue::from_static("1"));
+                    .insert("retry-after", HeaderValue::from(self.retry_after));
             }
             StatusCode::UNAUTHORIZED => {
                 r.headers_mut()
@@ -194,6 +227,22 @@ struct Admitted(Arc<TenantLoad>);
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One request waiting for its turn, in the queue-depth gauge while it lives.
+struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(g: &'a prometheus_client::metrics::gauge::Gauge) -> Waiting<'a> {
+        g.inc();
+        Waiting(g)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -242,8 +291,12 @@ impl State {
         }
         let count = Admitted(load.clone());
         let closed = |_| ApiError::internal("the server is shutting down");
+        // Counted as queued while waiting, also when the client goes away
+        // and this future is dropped.
+        let waiting = Waiting::new(&self.metrics.queued);
         let tenant_permit = load.running.clone().acquire_owned().await.map_err(closed)?;
         let global = self.global.clone().acquire_owned().await.map_err(closed)?;
+        drop(waiting);
         Ok(Admission {
             _global: global,
             _tenant: tenant_permit,
@@ -342,7 +395,12 @@ impl State {
                         let options = self.session_options(engine, limits.limits());
                         match Session::restore(&engine.python, &bytes, options) {
                             Ok(s) => {
-                                log(&format!("session {id} of {tenant} restored from the store"));
+                                self.metrics.restored.inc();
+                                tracing::info!(
+                                    tenant,
+                                    session = id,
+                                    "session restored from the store"
+                                );
                                 *state = SlotState::Live {
                                     session: Box::new(s),
                                     limits,
@@ -479,10 +537,11 @@ impl State {
             }
             let Ok(mut state) = slot.state.try_lock() else {
                 if idle.is_zero() {
-                    log(&format!(
-                        "session {} of {} is busy with a call: not saved",
-                        key.1, key.0
-                    ));
+                    tracing::warn!(
+                        tenant = key.0,
+                        session = key.1,
+                        "session busy with a call: not saved"
+                    );
                 }
                 continue;
             };
@@ -492,20 +551,27 @@ impl State {
             let (tenant, id) = &key;
             match session.save() {
                 Ok(bytes) => match self.store.save(tenant, id, *limits, &bytes) {
-                    Ok(()) => log(&format!(
-                        "session {id} of {tenant} saved to the store ({} bytes)",
-                        bytes.len()
-                    )),
+                    Ok(()) => {
+                        self.metrics.saved.inc();
+                        tracing::info!(
+                            tenant,
+                            session = id,
+                            bytes = bytes.len(),
+                            "session saved to the store"
+                        );
+                    }
                     Err(e) => {
                         // Kept in memory: the store may come back.
-                        log(&format!("session {id} of {tenant}: {e}"));
+                        tracing::warn!(tenant, session = id, "session not saved: {e}");
                         continue;
                     }
                 },
                 Err(e) => {
-                    log(&format!(
-                        "session {id} of {tenant} dropped: it cannot be saved ({e})"
-                    ));
+                    tracing::warn!(
+                        tenant,
+                        session = id,
+                        "session dropped: it cannot be saved ({e})"
+                    );
                     let _ = self.store.remove(tenant, id);
                 }
             }
@@ -547,9 +613,9 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
-/// One line on stderr.
+/// One log line (stderr, in the `--log-format`).
 pub(crate) fn log(line: &str) {
-    eprintln!("pynbox serve: {line}");
+    tracing::info!("{line}");
 }
 
 /// A fresh random id: 128 bits, as hex.
@@ -572,6 +638,7 @@ pub fn is_loopback(addr: &str) -> Result<bool, String> {
 /// accepting, lets running requests finish within the grace period,
 /// saves the live sessions to the store and returns.
 pub fn serve(config: Config) -> Result<(), String> {
+    logging::init(config.log_format);
     let (tenants, auth) = match &config.tenants {
         Some(t) => (t.clone(), true),
         None => match &config.listen {
@@ -604,6 +671,8 @@ pub fn serve(config: Config) -> Result<(), String> {
         sessions: Mutex::default(),
         store,
         scratch: scratch.clone(),
+        metrics: metrics::Metrics::new(),
+        quotas: quota::Quotas::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
