@@ -26,6 +26,9 @@ say "quick start: install into $dest"
 say "cargo test"
 PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast -- --test-threads=2
 
+say "pynbox serve with its session store in S3 (moto on loopback; scripts/test-serve-s3.sh alone)"
+PYNBOX_TEST_DEST=$dest scripts/test-serve-s3.sh
+
 say "test-only builds: the second wall attacked from a compromised runner; installs killed mid-commit"
 # The feature lets a guest make pynbox's own process try what an escaped
 # guest would; each attempt must be refused by Landlock or seccomp.

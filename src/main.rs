@@ -158,9 +158,14 @@ struct ServeArgs {
     /// and dropped from memory; its next call restores it.
     #[arg(long, value_name = "SECONDS", default_value = "300")]
     session_idle: f64,
-    /// The directory of saved sessions [default: DEST/sessions]. A server
-    /// started later on the same directory restores them.
-    #[arg(long, value_name = "DIR")]
+    /// Where idle sessions are saved [default: DEST/sessions]: a directory,
+    /// or object storage as s3://BUCKET/PREFIX (also gs://, az://),
+    /// configured by the usual AWS_* variables (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL for an
+    /// S3-compatible server, AWS_ALLOW_HTTP=true for one without TLS),
+    /// GOOGLE_* or AZURE_*. A server started later on the same store
+    /// restores them.
+    #[arg(long, value_name = "DIR|URL")]
     session_store: Option<PathBuf>,
     /// The most memory a request may give its guest (also what it gets
     /// when it asks for none), e.g. 256M.
@@ -619,10 +624,10 @@ fn serve(a: ServeArgs) -> ExitCode {
             queue: a.queue.unwrap_or(2 * max_concurrent),
             max_sessions: a.max_sessions,
             session_idle: secs("session-idle", a.session_idle)?,
-            session_store: a
-                .session_store
-                .clone()
-                .unwrap_or_else(|| a.dest.join("sessions")),
+            session_store: match &a.session_store {
+                Some(s) => pynbox::serve::store::Location::parse(s.as_os_str())?,
+                None => pynbox::serve::store::Location::Dir(a.dest.join("sessions")),
+            },
             max_limits: Limits {
                 memory: size("max-memory", &a.max_memory)?,
                 timeout: Some(secs("max-timeout", a.max_timeout)?),

@@ -69,18 +69,30 @@ impl Server {
     /// `pynbox serve` on an ephemeral loopback port with `dir`'s tokens and
     /// store, and `extra` arguments; returns once it is ready.
     fn start(dir: &Dir, extra: &[&str]) -> Server {
+        Server::start_with_store(dir, dir.store().as_os_str(), &[], extra)
+    }
+
+    /// The same with `--session-store STORE` and `env` added to its
+    /// environment.
+    fn start_with_store(
+        dir: &Dir,
+        store: &std::ffi::OsStr,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Server {
         let n = std::fs::read_dir(&dir.0).unwrap().count();
         let log = dir.0.join(format!("server-{n}.log"));
         let mut child = pynbox()
             // Where runs get their scratch directories (see the SIGTERM test).
             .env("TMPDIR", std::env::temp_dir())
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--dest")
             .arg(dest())
             .args(["--listen", "127.0.0.1:0", "--tokens"])
             .arg(dir.tokens())
             .arg("--session-store")
-            .arg(dir.store())
+            .arg(store)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -932,4 +944,95 @@ fn a_tenant_past_its_cpu_quota_waits_and_others_do_not() {
     // Tenant a has no quota.
     server.run(sleep.clone());
     server.run(sleep);
+}
+
+/// The S3-compatible server the S3 store test runs against
+/// (`scripts/test-serve-s3.sh` starts moto on loopback and sets it).
+const S3_ENDPOINT: &str = "PYNBOX_TEST_S3_ENDPOINT";
+
+/// One unsigned request to the S3 test server (moto takes them): status
+/// and body.
+fn s3(method: &str, url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = match method {
+        "PUT" => agent.put(url).send(""),
+        _ => agent.get(url).call(),
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn idle_sessions_in_s3_survive_a_killed_server() {
+    let Ok(endpoint) = std::env::var(S3_ENDPOINT) else {
+        println!(
+            "skipped: {S3_ENDPOINT} is not set (scripts/test-serve-s3.sh runs this test against moto on loopback)"
+        );
+        return;
+    };
+    let dir = Dir::new("s3");
+    let bucket = format!("pynbox-test-{}", std::process::id());
+    assert_eq!(s3("PUT", &format!("{endpoint}/{bucket}")).0, 200);
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let url = format!("s3://{bucket}/sessions");
+    let objects = || {
+        let (s, body) = s3("GET", &format!("{endpoint}/{bucket}?list-type=2"));
+        assert_eq!(s, 200, "{body}");
+        body.matches(".session</Key>").count()
+    };
+    let server = Server::start_with_store(&dir, url.as_ref(), &env, &["--session-idle", "0.5"]);
+    // The start-up probe leaves nothing behind.
+    assert_eq!(objects(), 0);
+    let id = server.session(TOKEN_A, json!({}));
+    server.exec(TOKEN_A, &id, "x = 5");
+    server.wait_for_log("saved to the store", 1);
+    assert_eq!(objects(), 1);
+    assert_eq!(dir.saved(), 0, "nothing in the local directory");
+    assert_eq!(server.eval(TOKEN_A, &id, "x")["value"], 5);
+    assert!(server.log().contains("restored from the store"));
+    server.exec(TOKEN_A, &id, "x += 1");
+    server.wait_for_log("saved to the store", 2);
+    let (s, _, _) = server.call(
+        "POST",
+        &format!("/v1/sessions/{id}/eval"),
+        Some(TOKEN_B),
+        Some(r#"{"code": "x"}"#),
+    );
+    assert_eq!(s, 404);
+
+    // Killed without a chance to save anything more: what was saved lives.
+    let mut server = server;
+    server.signal(libc::SIGKILL);
+    server.wait(Duration::from_secs(10));
+    let second = Server::start_with_store(&dir, url.as_ref(), &env, &[]);
+    assert_eq!(second.eval(TOKEN_A, &id, "x")["value"], 6);
+    let (s, _, _) = second.call("DELETE", &format!("/v1/sessions/{id}"), Some(TOKEN_A), None);
+    assert_eq!(s, 204);
+    assert_eq!(objects(), 0);
+
+    // A bucket that does not exist stops the server at start, saying so.
+    let out = pynbox()
+        .envs(env)
+        .args(["serve", "--dest"])
+        .arg(dest())
+        .args(["--listen", "127.0.0.1:0", "--no-auth", "--session-store"])
+        .arg(format!("s3://{bucket}-missing/x"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--session-store s3://"),
+        "{}",
+        text(&out.stderr)
+    );
 }

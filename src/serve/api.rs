@@ -493,7 +493,7 @@ async fn delete_session(
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
     let st = state.0.clone();
-    if blocking(move || st.delete(&tenant.name, &id)).await? {
+    if blocking(move || st.delete(&tenant, &id)).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found())

@@ -42,19 +42,30 @@ impl std::str::FromStr for LogFormat {
 /// calls, as from tests that start several servers in one process, keep
 /// the first).
 pub fn init(format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    // pynbox's own lines; of the libraries (the object store's client
+    // retrying, say), only warnings and errors.
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_target("pynbox", tracing::Level::INFO)
+        .with_default(tracing::Level::WARN);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(targets))
+        .try_init();
 }
 
 /// What the handlers of one request found out, for its log line and the

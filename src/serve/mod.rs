@@ -16,7 +16,7 @@
 //! - `quota.rs`: the tenants' CPU-seconds-per-minute quota.
 //! - `logging.rs`: request ids and the log line of each request.
 //! - `metrics.rs`: `/metrics`.
-//! - `store.rs`: the session store directory.
+//! - `store.rs`: the session store (a directory, or object storage).
 
 mod api;
 pub mod auth;
@@ -66,7 +66,8 @@ pub struct Config {
     pub max_sessions: usize,
     /// A session without calls for this long is saved and dropped from memory.
     pub session_idle: Duration,
-    pub session_store: PathBuf,
+    /// A directory, or an object store's URL (`s3://BUCKET/PREFIX`).
+    pub session_store: store::Location,
     /// The largest limits a request may ask for; also what it gets when
     /// it asks for none.
     pub max_limits: Limits,
@@ -314,6 +315,17 @@ impl State {
         }
     }
 
+    /// The largest stored session `tenant` can have: one within its memory
+    /// maximum. Anything larger in the store is refused unread.
+    fn max_stored(&self, tenant: &Tenant) -> u64 {
+        let memory = self
+            .maxima(tenant)
+            .memory
+            .unwrap_or(crate::runtime::MAX_MEMORY)
+            .min(crate::runtime::MAX_MEMORY);
+        store::max_stored(memory)
+    }
+
     /// `requested`, each limit capped by `tenant`'s maxima; what is not
     /// asked for is the maximum.
     fn limits(
@@ -387,7 +399,7 @@ impl State {
                     continue;
                 }
                 SlotState::Live { .. } => {}
-                SlotState::Unloaded => match self.store.load(tenant, id) {
+                SlotState::Unloaded => match self.store.load(tenant, id, self.max_stored(who)) {
                     Ok(Some((limits, bytes))) => {
                         // Within today's maxima, which may be lower
                         // than when the session was saved.
@@ -502,14 +514,15 @@ impl State {
 
     /// Ends session `id` of `tenant`, in memory and in the store.
     /// Blocking. `false`: there was no such session.
-    fn delete(&self, tenant: &str, id: &str) -> Result<bool, ApiError> {
+    fn delete(&self, who: &Tenant, id: &str) -> Result<bool, ApiError> {
+        let tenant = who.name.as_str();
         let key = (tenant.to_string(), id.to_string());
         let slot = self.slot(&key);
         let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
         let live = matches!(&*state, SlotState::Live { .. });
         let stored = self
             .store
-            .load(tenant, id)
+            .load(tenant, id, self.max_stored(who))
             .map_err(ApiError::internal)?
             .is_some();
         *state = SlotState::Gone;
@@ -656,7 +669,17 @@ pub fn serve(config: Config) -> Result<(), String> {
     if config.max_sessions == 0 {
         return Err("--max-sessions must be at least 1".into());
     }
-    let store = Store::open(&config.session_store)?;
+    // The TLS of an object store's client (reqwest takes the process's
+    // provider); an error only says one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Guests wait for a permit before they take a blocking thread;
+        // the rest are stores and saves.
+        .max_blocking_threads(config.max_concurrent + 16)
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let store = Store::open(&config.session_store, rt.handle())?;
     let scratch = std::env::temp_dir().join(format!("pynbox-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)
@@ -674,13 +697,6 @@ pub fn serve(config: Config) -> Result<(), String> {
         metrics: metrics::Metrics::new(),
         quotas: quota::Quotas::default(),
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Guests wait for a permit before they take a blocking thread;
-        // the rest are stores and saves.
-        .max_blocking_threads(state.config.max_concurrent + 16)
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let r = rt.block_on(run(state));
     rt.shutdown_background();
     let _ = std::fs::remove_dir_all(&scratch);
