@@ -2,7 +2,10 @@
 //! HTTP, against an install with python (like tests/session.rs). Every
 //! endpoint, tokens and tenants, limits, overload, bad requests, idle
 //! sessions saved and restored (by the same process, and by a second one
-//! after the first was killed), and a graceful shutdown.
+//! after the first was killed; in a directory, and in S3 when
+//! `PYNBOX_TEST_S3_ENDPOINT` names an S3-compatible server, as
+//! `scripts/test-serve-s3.sh` does with moto), a graceful shutdown,
+//! request ids and log lines, `/metrics`, and the CPU quota.
 
 mod common;
 
@@ -1016,9 +1019,44 @@ fn idle_sessions_in_s3_survive_a_killed_server() {
     server.wait(Duration::from_secs(10));
     let second = Server::start_with_store(&dir, url.as_ref(), &env, &[]);
     assert_eq!(second.eval(TOKEN_A, &id, "x")["value"], 6);
+    let (_, listing) = s3("GET", &format!("{endpoint}/{bucket}?list-type=2"));
+    let key = listing
+        .split("<Key>")
+        .find_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string()))
+        .filter(|k| k.ends_with(&format!("{id}.session")))
+        .unwrap_or_else(|| panic!("{listing}"));
     let (s, _, _) = second.call("DELETE", &format!("/v1/sessions/{id}"), Some(TOKEN_A), None);
     assert_eq!(s, 204);
     assert_eq!(objects(), 0);
+    drop(second);
+
+    // An object larger than any session of the tenant could be is
+    // refused unread (1 MiB of memory: at most about 2 MiB stored).
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let put = agent
+        .put(&format!("{endpoint}/{bucket}/{key}"))
+        .send(&vec![b'x'; 3 << 20][..])
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let third = Server::start_with_store(&dir, url.as_ref(), &env, &["--max-memory", "1M"]);
+    let (s, v, _) = third.call(
+        "POST",
+        &format!("/v1/sessions/{id}/eval"),
+        Some(TOKEN_A),
+        Some(r#"{"code": "x"}"#),
+    );
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than a session of this tenant can be"),
+        "{v}"
+    );
+    drop(third);
 
     // A bucket that does not exist stops the server at start, saying so.
     let out = pynbox()

@@ -466,6 +466,20 @@ mod tests {
     }
 
     #[test]
+    fn store_locations_are_directories_unless_they_are_urls() {
+        let p = |s: &str| Location::parse(OsStr::new(s)).unwrap();
+        assert!(matches!(p("/var/lib/pynbox"), Location::Dir(_)));
+        assert!(matches!(p("relative/dir"), Location::Dir(_)));
+        assert!(matches!(p("s3://bucket/prefix"), Location::Url(_)));
+        // Credentials in a URL are never shown.
+        assert_eq!(
+            p("s3://key:secret@bucket/prefix").to_string(),
+            "s3://bucket/prefix"
+        );
+        assert!(Location::parse(OsStr::new("s3://[bad")).is_err());
+    }
+
+    #[test]
     fn ids_from_requests_never_name_files_outside_the_store() {
         let base = std::env::temp_dir().join(format!("pynbox-store-escape-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
