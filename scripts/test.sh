@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's whole test, as CI runs it: build pynbox, build the packages
 # (cached by their inputs), install the quick start into a fresh DEST, run
-# DEST/bin/test_pynbox, then every Rust test against that DEST, then lints.
+# DEST/bin/test_pynbox, then every Rust test against that DEST (and the
+# server's S3 session store against moto on loopback), then lints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -268,21 +268,29 @@ impl Store {
 
     /// The contents of `name`, if there is such a file or object; an error
     /// if it is larger than `max` bytes (it is not read then).
-    fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+    fn get(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, Failure> {
         let too_large = |n: u64| {
-            format!("the stored session is {n} bytes, more than a session of this tenant can be ({max})")
+            Failure::Refused(format!(
+                "the stored session is {n} bytes, more than a session of this tenant can be ({max})"
+            ))
+        };
+        let io = |e: &dyn std::fmt::Display| {
+            Failure::Io(format!(
+                "cannot read the session store: {}",
+                e.to_string().replace('\n', " ")
+            ))
         };
         match &self.backend {
             Backend::Dir(dir) => {
                 let f = match std::fs::File::open(dir.join(name)) {
                     Ok(f) => f,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(format!("cannot read the session store: {e}")),
+                    Err(e) => return Err(io(&e)),
                 };
                 let mut data = Vec::new();
                 f.take(max.saturating_add(1))
                     .read_to_end(&mut data)
-                    .map_err(|e| format!("cannot read the session store: {e}"))?;
+                    .map_err(|e| io(&e))?;
                 if data.len() as u64 > max {
                     return Err(too_large(data.len() as u64));
                 }
@@ -307,7 +315,7 @@ impl Store {
                     Ok(Ok(data)) => Ok(Some(data)),
                     Ok(Err(None)) => Ok(None),
                     Ok(Err(Some(n))) => Err(too_large(n)),
-                    Err(e) => Err(format!("cannot read the session store: {}", one_line(&e))),
+                    Err(e) => Err(io(&e)),
                 }
             }
         }
@@ -354,7 +362,7 @@ impl Store {
         data.extend_from_slice(&(header.len() as u32).to_le_bytes());
         data.extend_from_slice(&header);
         data.extend_from_slice(saved);
-        self.put(&name, data)
+        self.put(&name, data).map_err(withheld)
     }
 
     /// The saved session `id` of `tenant`, if the store has it. One larger
@@ -368,8 +376,11 @@ impl Store {
         let Some(name) = Store::name(tenant, id) else {
             return Ok(None);
         };
-        let Some(data) = self.get(&name, max)? else {
-            return Ok(None);
+        let data = match self.get(&name, max) {
+            Ok(Some(data)) => data,
+            Ok(None) => return Ok(None),
+            Err(Failure::Refused(e)) => return Err(e),
+            Err(Failure::Io(e)) => return Err(withheld(e)),
         };
         let bad = || format!("the stored session {id} is damaged");
         let rest = data.strip_prefix(MAGIC).ok_or_else(bad)?;
@@ -393,7 +404,7 @@ impl Store {
     /// Forgets session `id` of `tenant` (nothing if it was never saved).
     pub fn remove(&self, tenant: &str, id: &str) -> Result<(), String> {
         match Store::name(tenant, id) {
-            Some(name) => self.delete(&name),
+            Some(name) => self.delete(&name).map_err(withheld),
             None => Ok(()),
         }
     }
@@ -415,6 +426,22 @@ fn write_file(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
         let _ = std::fs::remove_file(&temp);
         e.to_string()
     })
+}
+
+/// Why a stored session could not be read.
+enum Failure {
+    /// The store failed (its message names endpoints and paths).
+    Io(String),
+    /// What is stored is refused (the client may be told why).
+    Refused(String),
+}
+
+/// `e`, a failure of the store itself, in the log; what a client is told
+/// instead (no endpoint, bucket or path of the server's).
+fn withheld(e: String) -> String {
+    tracing::warn!("{e}");
+    let what = e.split(':').next().unwrap_or("the session store failed");
+    format!("{what} (the server's log says why)")
 }
 
 /// An object store error on one line (their sources can span several).
@@ -462,6 +489,13 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         s.remove("a", id).unwrap();
         assert!(s.load("a", id, 1 << 20).unwrap().is_none());
+        // A store that fails tells the client so, not where it is.
+        std::fs::create_dir(dir.join(Store::name("a", id).unwrap())).unwrap();
+        let e = s.load("a", id, 1 << 20).unwrap_err();
+        assert_eq!(
+            e,
+            "cannot read the session store (the server's log says why)"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
