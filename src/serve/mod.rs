@@ -562,17 +562,9 @@ impl State {
                 continue;
             };
             let (tenant, id) = &key;
-            match session.save() {
+            let saved = match session.save() {
                 Ok(bytes) => match self.store.save(tenant, id, *limits, &bytes) {
-                    Ok(()) => {
-                        self.metrics.saved.inc();
-                        tracing::info!(
-                            tenant,
-                            session = id,
-                            bytes = bytes.len(),
-                            "session saved to the store"
-                        );
-                    }
+                    Ok(()) => Some(bytes.len()),
                     Err(e) => {
                         // Kept in memory: the store may come back.
                         tracing::warn!(tenant, session = id, "session not saved: {e}");
@@ -586,11 +578,18 @@ impl State {
                         "session dropped: it cannot be saved ({e})"
                     );
                     let _ = self.store.remove(tenant, id);
+                    None
                 }
-            }
+            };
             *state = SlotState::Gone;
             drop(state);
             self.forget(&key, &slot);
+            // Counted and logged once out of the table, so that whoever
+            // reads the line finds the session gone from memory.
+            if let Some(bytes) = saved {
+                self.metrics.saved.inc();
+                tracing::info!(tenant, session = id, bytes, "session saved to the store");
+            }
         }
     }
 
