@@ -1017,8 +1017,19 @@ fn idle_sessions_in_s3_survive_a_killed_server() {
     let mut server = server;
     server.signal(libc::SIGKILL);
     server.wait(Duration::from_secs(10));
-    let second = Server::start_with_store(&dir, url.as_ref(), &env, &[]);
+    let mut second = Server::start_with_store(&dir, url.as_ref(), &env, &[]);
     assert_eq!(second.eval(TOKEN_A, &id, "x")["value"], 6);
+    // SIGTERM saves the live session to the store on the way out.
+    second.exec(TOKEN_A, &id, "x += 1");
+    second.signal(libc::SIGTERM);
+    assert_eq!(
+        second.wait(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        second.log()
+    );
+    let second = Server::start_with_store(&dir, url.as_ref(), &env, &[]);
+    assert_eq!(second.eval(TOKEN_A, &id, "x")["value"], 7);
     let (_, listing) = s3("GET", &format!("{endpoint}/{bucket}?list-type=2"));
     let key = listing
         .split("<Key>")
