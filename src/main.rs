@@ -189,7 +189,7 @@ struct ServeArgs {
     /// How log lines on stderr are written: text (for people) or json (one
     /// object per line, for log collectors). Each request is one line with
     /// its request id, tenant, route, status, latency and outcome.
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     /// Do not answer GET /metrics (Prometheus counters, without tenant
     /// names; it takes no token).
