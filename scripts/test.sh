@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's whole test, as CI runs it: build pynbox, build the packages
 # (cached by their inputs), install the quick start into a fresh DEST, run
-# DEST/bin/test_pynbox, then every Rust test against that DEST, then lints.
+# DEST/bin/test_pynbox, then every Rust test against that DEST (and the
+# server's S3 session store against moto on loopback), then lints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,9 @@ say "quick start: install into $dest"
 
 say "cargo test"
 PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast -- --test-threads=2
+
+say "pynbox serve with its session store in S3 (moto on loopback; scripts/test-serve-s3.sh alone)"
+PYNBOX_TEST_DEST=$dest scripts/test-serve-s3.sh
 
 say "test-only builds: the second wall attacked from a compromised runner; installs killed mid-commit"
 # The feature lets a guest make pynbox's own process try what an escaped

@@ -140,8 +140,10 @@ struct ServeArgs {
     /// The tenants and their bearer tokens, a TOML file: per tenant a
     /// [[tenant]] table with name = "NAME", token = "TOKEN" (16 characters
     /// or more), and optionally max_concurrent = N (its guests running at
-    /// once), max_memory = "256M" (the most memory of one of its guests) and
-    /// max_sessions = N (its sessions in memory at once).
+    /// once), max_memory = "256M" (the most memory of one of its guests),
+    /// max_sessions = N (its sessions in memory at once) and
+    /// cpu_seconds_per_minute = S (guest wall time per minute; past it,
+    /// 429 QuotaExceeded with Retry-After).
     #[arg(long, value_name = "FILE", required_unless_present_any = ["no_auth", "mcp_stdio"])]
     tokens: Option<PathBuf>,
     /// Take requests without tokens, as the one tenant "anonymous": only
@@ -170,9 +172,14 @@ struct ServeArgs {
     /// and dropped from memory; its next call restores it.
     #[arg(long, value_name = "SECONDS", default_value = "300")]
     session_idle: f64,
-    /// The directory of saved sessions [default: DEST/sessions]. A server
-    /// started later on the same directory restores them.
-    #[arg(long, value_name = "DIR")]
+    /// Where idle sessions are saved [default: DEST/sessions]: a directory,
+    /// or object storage as s3://BUCKET/PREFIX (also gs://, az://),
+    /// configured by the usual AWS_* variables (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL for an
+    /// S3-compatible server, AWS_ALLOW_HTTP=true for one without TLS),
+    /// GOOGLE_* or AZURE_*. A server started later on the same store
+    /// restores them.
+    #[arg(long, value_name = "DIR|URL")]
     session_store: Option<PathBuf>,
     /// The most memory a request may give its guest (also what it gets
     /// when it asks for none), e.g. 256M.
@@ -193,6 +200,15 @@ struct ServeArgs {
     /// Directory for compiled machine code [default: DEST/cache].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// How log lines on stderr are written: text (for people) or json (one
+    /// object per line, for log collectors). Each request is one line with
+    /// its request id, tenant, route, status, latency and outcome.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Do not answer GET /metrics (Prometheus counters, without tenant
+    /// names; it takes no token).
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 #[derive(Args)]
@@ -631,10 +647,10 @@ fn serve(a: ServeArgs) -> ExitCode {
             queue: a.queue.unwrap_or(2 * max_concurrent),
             max_sessions: a.max_sessions,
             session_idle: secs("session-idle", a.session_idle)?,
-            session_store: a
-                .session_store
-                .clone()
-                .unwrap_or_else(|| a.dest.join("sessions")),
+            session_store: match &a.session_store {
+                Some(s) => pynbox::serve::store::Location::parse(s.as_os_str())?,
+                None => pynbox::serve::store::Location::Dir(a.dest.join("sessions")),
+            },
             max_limits: Limits {
                 memory: size("max-memory", &a.max_memory)?,
                 timeout: Some(secs("max-timeout", a.max_timeout)?),
@@ -645,6 +661,11 @@ fn serve(a: ServeArgs) -> ExitCode {
             grace: secs("grace", a.grace)?,
             cache_dir: a.cache_dir.clone(),
             dest: a.dest.clone(),
+            log_format: a
+                .log_format
+                .parse()
+                .map_err(|e| format!("--log-format: {e}"))?,
+            metrics: !a.no_metrics,
         })
     })();
     let config = match config {

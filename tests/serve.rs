@@ -2,7 +2,10 @@
 //! HTTP, against an install with python (like tests/session.rs). Every
 //! endpoint, tokens and tenants, limits, overload, bad requests, idle
 //! sessions saved and restored (by the same process, and by a second one
-//! after the first was killed), and a graceful shutdown.
+//! after the first was killed; in a directory, and in S3 when
+//! `PYNBOX_TEST_S3_ENDPOINT` names an S3-compatible server, as
+//! `scripts/test-serve-s3.sh` does with moto), a graceful shutdown,
+//! request ids and log lines, `/metrics`, and the CPU quota.
 
 mod common;
 
@@ -69,18 +72,30 @@ impl Server {
     /// `pynbox serve` on an ephemeral loopback port with `dir`'s tokens and
     /// store, and `extra` arguments; returns once it is ready.
     fn start(dir: &Dir, extra: &[&str]) -> Server {
+        Server::start_with_store(dir, dir.store().as_os_str(), &[], extra)
+    }
+
+    /// The same with `--session-store STORE` and `env` added to its
+    /// environment.
+    fn start_with_store(
+        dir: &Dir,
+        store: &std::ffi::OsStr,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Server {
         let n = std::fs::read_dir(&dir.0).unwrap().count();
         let log = dir.0.join(format!("server-{n}.log"));
         let mut child = pynbox()
             // Where runs get their scratch directories (see the SIGTERM test).
             .env("TMPDIR", std::env::temp_dir())
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--dest")
             .arg(dest())
             .args(["--listen", "127.0.0.1:0", "--tokens"])
             .arg(dir.tokens())
             .arg("--session-store")
-            .arg(dir.store())
+            .arg(store)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -820,4 +835,347 @@ fn mcp_stdio_is_for_one_client_and_refuses_listening_or_tokens() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+}
+
+/// A GET or POST with extra headers: status, headers, body text.
+fn raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, ureq::http::HeaderMap, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}{path}", server.url);
+    let r = if method == "GET" {
+        let mut r = agent.get(&url);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.call()
+    } else {
+        let mut r = agent.post(&url).header("content-type", "application/json");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send(body)
+    };
+    let mut r = r.unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", server.log()));
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn request_ids_and_json_log_lines() {
+    let dir = Dir::new("logs");
+    let server = Server::start(&dir, &["--log-format", "json"]);
+    let auth = format!("Bearer {TOKEN_A}");
+    let secret_code = "print('code-that-must-not-be-logged')";
+    let body = json!({ "code": secret_code }).to_string();
+    // A sane id of the client's is echoed; anything else is replaced.
+    let (s, h, _) = raw(
+        &server,
+        "POST",
+        "/v1/run",
+        &[("authorization", &auth), ("x-request-id", "client-id-1")],
+        &body,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(h["x-request-id"], "client-id-1");
+    let (_, h, _) = raw(
+        &server,
+        "GET",
+        "/healthz",
+        &[("x-request-id", "two words\" injected=1")],
+        "",
+    );
+    let id = h["x-request-id"].to_str().unwrap();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    server.run(json!({"code": "while True: pass", "limits": {"timeout": 0.5}}));
+    let (s, _, _) = raw(&server, "POST", "/v1/run", &[], &body);
+    assert_eq!(s, 401);
+
+    server.wait_for_log("\"route\":\"/v1/run\"", 3);
+    let log = server.log();
+    // Every line is one JSON object.
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let requests: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "request" && l["route"] == "/v1/run")
+        .collect();
+    let first = requests
+        .iter()
+        .find(|l| l["request_id"] == "client-id-1")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(first["tenant"], "a");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["outcome"], "ok");
+    assert_eq!(first["method"], "POST");
+    assert!(first["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(requests
+        .iter()
+        .any(|l| l["outcome"] == "limit" && l["limit"] == "time" && l["tenant"] == "a"));
+    assert!(requests
+        .iter()
+        .any(|l| l["status"] == 401 && l["outcome"] == "Unauthorized" && l["tenant"] == "-"));
+    assert!(!log.contains("must-not-be-logged"), "{log}");
+    assert!(!log.contains(TOKEN_A), "{log}");
+}
+
+/// The value of the metric line that starts with `series ` on `page`.
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_runs_sessions_and_memory() {
+    let dir = Dir::new("metrics");
+    let server = Server::start(&dir, &["--session-idle", "0.5"]);
+    let page = || {
+        let (s, h, text) = raw(&server, "GET", "/metrics", &[], "");
+        assert_eq!(s, 200);
+        assert!(h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        text
+    };
+    server.run(json!({"code": "print(1)"}));
+    server.run(json!({"code": "raise SystemExit(3)"}));
+    server.run(json!({"code": "while True: pass", "limits": {"timeout": 0.5}}));
+    let id = server.session(TOKEN_A, json!({}));
+    server.exec(TOKEN_A, &id, "x = 1");
+    server.exec(TOKEN_A, &id, "1/0");
+    let p = page();
+    for (series, n) in [
+        (
+            r#"pynbox_runs_total{kind="run",outcome="ok",limit=""}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="run",outcome="exit",limit=""}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="run",outcome="limit",limit="time"}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="start",outcome="ok",limit=""}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="exec",outcome="ok",limit=""}"#,
+            1.0,
+        ),
+        (
+            r#"pynbox_runs_total{kind="exec",outcome="error",limit=""}"#,
+            1.0,
+        ),
+        (r#"pynbox_request_duration_seconds_count{kind="run"}"#, 3.0),
+        ("pynbox_queue_depth", 0.0),
+    ] {
+        assert_eq!(metric(&p, series), n, "{series}");
+    }
+    assert!(metric(&p, "pynbox_resident_memory_bytes") > 1e6);
+    // The idle session is saved, then restored by a call.
+    server.wait_for_log("saved to the store", 1);
+    assert_eq!(metric(&page(), "pynbox_sessions_saved_total"), 1.0);
+    assert_eq!(metric(&page(), "pynbox_sessions_live"), 0.0);
+    assert_eq!(server.eval(TOKEN_A, &id, "x")["value"], 1);
+    let p = page();
+    assert_eq!(metric(&p, "pynbox_sessions_restored_total"), 1.0);
+    assert_eq!(metric(&p, "pynbox_sessions_live"), 1.0);
+    assert!(!p.contains("tenant") && !p.contains(&id));
+    drop(server);
+
+    let off = Server::start(&dir, &["--no-metrics"]);
+    let (s, _, _) = raw(&off, "GET", "/metrics", &[], "");
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn a_tenant_past_its_cpu_quota_waits_and_others_do_not() {
+    let dir = Dir::new("quota");
+    std::fs::write(
+        dir.tokens(),
+        format!(
+            "[[tenant]]\nname = \"a\"\ntoken = \"{TOKEN_A}\"\n\n\
+             [[tenant]]\nname = \"b\"\ntoken = \"{TOKEN_B}\"\ncpu_seconds_per_minute = 1\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&dir, &[]);
+    let sleep = json!({"code": "import time; time.sleep(1.5)"});
+    server.post("/v1/run", TOKEN_B, sleep.clone(), 200);
+    // 1.5 s used of 1 s per minute: refused until the debt is refilled.
+    for (path, body) in [
+        ("/v1/run", sleep.to_string()),
+        ("/v1/sessions", "{}".into()),
+    ] {
+        let (s, v, h) = server.call("POST", path, Some(TOKEN_B), Some(&body));
+        assert_eq!(s, 429, "{v}");
+        assert_eq!(v["error"]["type"], "QuotaExceeded");
+        assert_eq!(v["error"]["quota"], "cpu_seconds_per_minute");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cpu_seconds_per_minute"));
+        let retry: u64 = h[1].as_deref().unwrap().parse().unwrap();
+        assert!((1..=61).contains(&retry), "{retry}");
+    }
+    // Tenant a has no quota.
+    server.run(sleep.clone());
+    server.run(sleep);
+}
+
+/// The S3-compatible server the S3 store test runs against
+/// (`scripts/test-serve-s3.sh` starts moto on loopback and sets it).
+const S3_ENDPOINT: &str = "PYNBOX_TEST_S3_ENDPOINT";
+
+/// One unsigned request to the S3 test server (moto takes them): status
+/// and body.
+fn s3(method: &str, url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = match method {
+        "PUT" => agent.put(url).send(""),
+        _ => agent.get(url).call(),
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn idle_sessions_in_s3_survive_a_killed_server() {
+    let Ok(endpoint) = std::env::var(S3_ENDPOINT) else {
+        println!(
+            "skipped: {S3_ENDPOINT} is not set (scripts/test-serve-s3.sh runs this test against moto on loopback)"
+        );
+        return;
+    };
+    let dir = Dir::new("s3");
+    let bucket = format!("pynbox-test-{}", std::process::id());
+    assert_eq!(s3("PUT", &format!("{endpoint}/{bucket}")).0, 200);
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let url = format!("s3://{bucket}/sessions");
+    let objects = || {
+        let (s, body) = s3("GET", &format!("{endpoint}/{bucket}?list-type=2"));
+        assert_eq!(s, 200, "{body}");
+        body.matches(".session</Key>").count()
+    };
+    let server = Server::start_with_store(&dir, url.as_ref(), &env, &["--session-idle", "0.5"]);
+    // The start-up probe leaves nothing behind.
+    assert_eq!(objects(), 0);
+    let id = server.session(TOKEN_A, json!({}));
+    server.exec(TOKEN_A, &id, "x = 5");
+    server.wait_for_log("saved to the store", 1);
+    assert_eq!(objects(), 1);
+    assert_eq!(dir.saved(), 0, "nothing in the local directory");
+    assert_eq!(server.eval(TOKEN_A, &id, "x")["value"], 5);
+    assert!(server.log().contains("restored from the store"));
+    server.exec(TOKEN_A, &id, "x += 1");
+    server.wait_for_log("saved to the store", 2);
+    let (s, _, _) = server.call(
+        "POST",
+        &format!("/v1/sessions/{id}/eval"),
+        Some(TOKEN_B),
+        Some(r#"{"code": "x"}"#),
+    );
+    assert_eq!(s, 404);
+
+    // Killed without a chance to save anything more: what was saved lives.
+    let mut server = server;
+    server.signal(libc::SIGKILL);
+    server.wait(Duration::from_secs(10));
+    let mut second = Server::start_with_store(&dir, url.as_ref(), &env, &[]);
+    assert_eq!(second.eval(TOKEN_A, &id, "x")["value"], 6);
+    // SIGTERM saves the live session to the store on the way out.
+    second.exec(TOKEN_A, &id, "x += 1");
+    second.signal(libc::SIGTERM);
+    assert_eq!(
+        second.wait(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        second.log()
+    );
+    let second = Server::start_with_store(&dir, url.as_ref(), &env, &[]);
+    assert_eq!(second.eval(TOKEN_A, &id, "x")["value"], 7);
+    let (_, listing) = s3("GET", &format!("{endpoint}/{bucket}?list-type=2"));
+    let key = listing
+        .split("<Key>")
+        .find_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string()))
+        .filter(|k| k.ends_with(&format!("{id}.session")))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let (s, _, _) = second.call("DELETE", &format!("/v1/sessions/{id}"), Some(TOKEN_A), None);
+    assert_eq!(s, 204);
+    assert_eq!(objects(), 0);
+    drop(second);
+
+    // An object larger than any session of the tenant could be is
+    // refused unread (1 MiB of memory: at most about 2 MiB stored).
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let put = agent
+        .put(&format!("{endpoint}/{bucket}/{key}"))
+        .send(&vec![b'x'; 3 << 20][..])
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let third = Server::start_with_store(&dir, url.as_ref(), &env, &["--max-memory", "1M"]);
+    let (s, v, _) = third.call(
+        "POST",
+        &format!("/v1/sessions/{id}/eval"),
+        Some(TOKEN_A),
+        Some(r#"{"code": "x"}"#),
+    );
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than a session of this tenant can be"),
+        "{v}"
+    );
+    drop(third);
+
+    // A bucket that does not exist stops the server at start, saying so.
+    let out = pynbox()
+        .envs(env)
+        .args(["serve", "--dest"])
+        .arg(dest())
+        .args(["--listen", "127.0.0.1:0", "--no-auth", "--session-store"])
+        .arg(format!("s3://{bucket}-missing/x"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--session-store s3://"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -282,7 +282,7 @@ fn instantiate(caller: &mut Caller<'_, Guest>, ready: &Ready) -> Result<i32, Fai
     });
     let handle = caller.data().native.loaded.len() as i32;
     for init in ["__wasm_apply_data_relocs", "__wasm_call_ctors"] {
-        if let Some(f) = instance.get_typed_func::<(), ()>(&mut *caller, init).ok() {
+        if let Ok(f) = instance.get_typed_func::<(), ()>(&mut *caller, init) {
             f.call(&mut *caller, ()).map_err(Fail::Trap)?;
         }
     }

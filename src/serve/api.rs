@@ -10,7 +10,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,17 +18,22 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{auth, log, random_id, ApiError, State};
+use super::logging::note;
+use super::{auth, quota, random_id, ApiError, State};
 use crate::session::{CallError, CallErrorKind, Value};
-use crate::{Input, Limits, MountSpec, Output, Sandbox};
+use crate::{Input, Limits, MountSpec, Output};
 
 type Shared = axum::extract::State<Arc<State>>;
 
 pub(super) fn router(state: Arc<State>) -> Router {
     let max_body = state.config.max_body;
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if state.config.metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .route("/v1/run", post(run))
         .route("/v1/sessions", post(create_session))
         .route("/v1/sessions/{id}", axum::routing::delete(delete_session))
@@ -44,26 +48,35 @@ pub(super) fn router(state: Arc<State>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::logging::observe,
+        ))
         .with_state(state)
 }
 
-/// Gives every response an `x-request-id` and logs one line per request.
-async fn request_id(req: Request, next: Next) -> Response {
-    let id = &random_id()[..16];
-    let started = Instant::now();
-    let line = format!("{} {}", req.method(), req.uri().path());
-    let mut r = next.run(req).await;
-    r.headers_mut().insert(
-        "x-request-id",
-        HeaderValue::from_str(id).expect("hex is a header value"),
-    );
-    log(&format!(
-        "{id} {line} {} {:.1} ms",
-        r.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    ));
-    r
+/// The request's note, where handlers leave the outcome for the log line
+/// and the metrics.
+pub(super) struct Note(Option<super::logging::Noted>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Note {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Note(
+            parts.extensions.get::<super::logging::Noted>().cloned(),
+        ))
+    }
+}
+
+impl Note {
+    fn set(&self, outcome: &'static str, limit: Option<&'static str>) {
+        if let Some(n) = &self.0 {
+            let mut n = n.lock().unwrap_or_else(|p| p.into_inner());
+            n.outcome = Some(outcome);
+            n.limit = limit;
+        }
+    }
 }
 
 /// The tenant of a request, from its bearer token.
@@ -74,7 +87,9 @@ impl FromRequestParts<Arc<State>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
         if !state.auth {
-            return Ok(Caller(state.tenants[0].clone()));
+            let t = state.tenants[0].clone();
+            note(&parts.extensions, |n| n.tenant = Some(t.name.clone()));
+            return Ok(Caller(t));
         }
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
         let token = parts
@@ -83,10 +98,11 @@ impl FromRequestParts<Arc<State>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(auth::bearer)
             .ok_or_else(|| unauthorized("give your token as 'Authorization: Bearer TOKEN'"))?;
-        auth::find(&state.tenants, token)
+        let t = auth::find(&state.tenants, token)
             .cloned()
-            .map(Caller)
-            .ok_or_else(|| unauthorized("the token is not valid"))
+            .ok_or_else(|| unauthorized("the token is not valid"))?;
+        note(&parts.extensions, |n| n.tenant = Some(t.name.clone()));
+        Ok(Caller(t))
     }
 }
 
@@ -155,6 +171,18 @@ async fn readyz(state: Shared) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(json!({"status": "ready"})))
 }
 
+async fn metrics(state: Shared) -> Response {
+    let page = state.metrics.render(state.live_sessions());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        page,
+    )
+        .into_response()
+}
+
 /// Runs `f` on the blocking pool; a panic there is a 500, not a crash.
 async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
@@ -164,8 +192,49 @@ async fn blocking<R: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("internal error: {e}")))?
 }
 
+/// Refuses (429 `QuotaExceeded`) a tenant whose CPU-seconds-per-minute
+/// quota is used up.
+fn check_quota(state: &State, tenant: &auth::Tenant) -> Result<(), ApiError> {
+    state
+        .quotas
+        .check(tenant, Instant::now())
+        .map_err(|wait| {
+            ApiError::quota(
+                quota::NAME,
+                wait,
+                format!(
+                    "this tenant's quota of {} = {} seconds of guest time is used up: retry in {wait} s",
+                    quota::NAME,
+                    tenant.cpu_seconds_per_minute.unwrap_or_default()
+                ),
+            )
+        })
+}
+
+/// Guest work `f` of `tenant` on the blocking pool, with its admission
+/// held until it ends; its wall time is taken from the tenant's quota.
+async fn guest<R: Send + 'static>(
+    state: &Arc<State>,
+    tenant: &auth::Tenant,
+    admission: super::Admission,
+    f: impl FnOnce(&State) -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let st = state.clone();
+    let who = tenant.clone();
+    blocking(move || {
+        let _admission = admission;
+        let started = Instant::now();
+        let r = f(&st);
+        let now = Instant::now();
+        st.quotas.charge(&who, now - started, now);
+        r
+    })
+    .await
+}
+
 async fn run(
     state: Shared,
+    note: Note,
     Caller(tenant): Caller,
     Body(req): Body<RunRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -196,15 +265,34 @@ async fn run(
         }
     }
     let limits = state.limits(&tenant, req.limits.as_ref())?;
+    check_quota(&state, &tenant)?;
     let admission = state.admit(&tenant).await?;
-    let st = state.0.clone();
     let stdin = req.stdin.unwrap_or_default().into_bytes();
-    blocking(move || {
-        let _admission = admission;
-        run_once(&st, args, stdin, req.files, limits)
+    let r = guest(&state, &tenant, admission, move |st| {
+        run_once(st, args, stdin, req.files, limits)
     })
-    .await
-    .map(Json)
+    .await?;
+    let outcome = if !r["limit"].is_null() {
+        "limit"
+    } else if !r["crash"].is_null() {
+        "crash"
+    } else if r["exit_code"] == 0 {
+        "ok"
+    } else {
+        "exit"
+    };
+    note.set(outcome, r["limit"].as_str().and_then(limit_name));
+    Ok(Json(r))
+}
+
+/// A limit's name as a static string (for labels).
+fn limit_name(l: &str) -> Option<&'static str> {
+    match l {
+        "time" => Some("time"),
+        "memory" => Some("memory"),
+        "output" => Some("output"),
+        _ => None,
+    }
 }
 
 pub(super) fn run_once(
@@ -223,13 +311,9 @@ pub(super) fn run_once(
             std::fs::write(scratch.join(name), content)
                 .map_err(|e| ApiError::internal(format!("cannot write {name}: {e}")))?;
         }
-        let program = match &engine.snapshot {
-            Some(s) if crate::preinit::resumable(&args, &[]) => s,
-            _ => &engine.interpreter,
-        };
-        let sandbox = Sandbox::new(program)
-            .arg0(engine.python.arg0())
-            .args(args)
+        let sandbox = engine
+            .python
+            .sandbox(&args, &[])
             .stdin(Input::Bytes(stdin))
             .stdout(Output::Capture)
             .stderr(Output::Capture)
@@ -261,10 +345,10 @@ async fn create_session(
     state.engine()?;
     let limits = state.limits(&tenant, req.limits.as_ref())?;
     state.check_session_room(&tenant)?;
+    check_quota(&state, &tenant)?;
     let admission = state.admit(&tenant).await?;
-    let st = state.0.clone();
-    let id = blocking(move || {
-        let _admission = admission;
+    let who = tenant.clone();
+    let id = guest(&state, &who, admission, move |st| {
         let engine = st.engine()?;
         let id = random_id();
         let options = st.session_options(engine, limits, &tenant.name, &id)?;
@@ -303,24 +387,27 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 async fn exec(
     state: Shared,
+    note: Note,
     Caller(tenant): Caller,
     Path(id): Path<String>,
     Body(req): Body<CodeRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    call(state, tenant, id, req.code, false).await
+    call(state, note, tenant, id, req.code, false).await
 }
 
 async fn eval(
     state: Shared,
+    note: Note,
     Caller(tenant): Caller,
     Path(id): Path<String>,
     Body(req): Body<CodeRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    call(state, tenant, id, req.code, true).await
+    call(state, note, tenant, id, req.code, true).await
 }
 
 async fn call(
     state: Shared,
+    note: Note,
     tenant: auth::Tenant,
     id: String,
     code: String,
@@ -328,10 +415,10 @@ async fn call(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_id(&id)?;
     state.engine()?;
+    check_quota(&state, &tenant)?;
     let admission = state.admit(&tenant).await?;
-    let st = state.0.clone();
-    blocking(move || {
-        let _admission = admission;
+    let who = tenant.clone();
+    let r = guest(&state, &who, admission, move |st| {
         st.with_session(&tenant, &id, |s| {
             let r = if eval { s.eval(&code) } else { s.exec(&code) };
             match r {
@@ -349,8 +436,23 @@ async fn call(
             }
         })
     })
-    .await
-    .map(Json)
+    .await?;
+    let outcome = match r["error"]["kind"].as_str() {
+        None => "ok",
+        Some("guest") => "error",
+        Some("limit") => "limit",
+        Some("ended") => "ended",
+        Some("dead") => "dead",
+        Some(_) => "input",
+    };
+    let limit = match r["error"]["type"].as_str() {
+        Some("TimeLimit") => Some("time"),
+        Some("MemoryLimit") => Some("memory"),
+        Some("OutputLimit") => Some("output"),
+        _ => None,
+    };
+    note.set(outcome, limit);
+    Ok(Json(r))
 }
 
 /// A failed call, answered with 200: `{"error": {"kind", "type",
@@ -388,7 +490,7 @@ async fn delete_session(
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
     let st = state.0.clone();
-    if blocking(move || st.delete(&tenant.name, &id)).await? {
+    if blocking(move || st.delete(&tenant, &id)).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found())

@@ -10,6 +10,7 @@
 //! max_concurrent = 4      # optional: guest runs at once for this tenant
 //! max_memory = "256M"     # optional: the most memory of one of its guests
 //! max_sessions = 10       # optional: its sessions in memory at once
+//! cpu_seconds_per_minute = 30  # optional: guest time per minute (quota.rs)
 //! ```
 
 use std::path::Path;
@@ -27,6 +28,8 @@ pub struct Tenant {
     pub max_memory: Option<u64>,
     /// Sessions of this tenant in memory at once; `None`: the server's limit.
     pub max_sessions: Option<usize>,
+    /// Seconds of guest wall time per minute; `None`: no such quota.
+    pub cpu_seconds_per_minute: Option<f64>,
     /// blake3 of the token: what requests are compared with.
     digest: [u8; 32],
 }
@@ -46,6 +49,7 @@ struct Entry {
     max_concurrent: Option<usize>,
     max_memory: Option<Size>,
     max_sessions: Option<usize>,
+    cpu_seconds_per_minute: Option<f64>,
 }
 
 /// A size in bytes, or as text such as "256M".
@@ -114,6 +118,14 @@ pub fn parse(text: &str) -> Result<Vec<Tenant>, String> {
         if max_memory == Some(0) {
             return Err(format!("tenant {}: max_memory must be positive", e.name));
         }
+        if let Some(q) = e.cpu_seconds_per_minute {
+            if !(q.is_finite() && q > 0.0) {
+                return Err(format!(
+                    "tenant {}: cpu_seconds_per_minute must be a positive number of seconds",
+                    e.name
+                ));
+            }
+        }
         let digest = *blake3::hash(e.token.as_bytes()).as_bytes();
         if out.iter().any(|t| t.name == e.name) {
             return Err(format!("tenant {} is listed twice", e.name));
@@ -129,6 +141,7 @@ pub fn parse(text: &str) -> Result<Vec<Tenant>, String> {
             max_concurrent: e.max_concurrent,
             max_memory,
             max_sessions: e.max_sessions,
+            cpu_seconds_per_minute: e.cpu_seconds_per_minute,
             digest,
         });
     }
@@ -142,6 +155,7 @@ pub fn anonymous() -> Tenant {
         max_concurrent: None,
         max_memory: None,
         max_sessions: None,
+        cpu_seconds_per_minute: None,
         digest: [0; 32],
     }
 }
@@ -204,6 +218,18 @@ mod tests {
              [[tenant]]\nname = \"b\"\ntoken = \"0123456789abcdef\"\n"
         )
         .is_err());
+        let q = |v: &str| {
+            parse(&format!(
+                "[[tenant]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\ncpu_seconds_per_minute = {v}\n"
+            ))
+            .map(|t| t[0].cpu_seconds_per_minute)
+        };
+        assert_eq!(q("30"), Ok(Some(30.0)));
+        assert_eq!(q("0.5"), Ok(Some(0.5)));
+        for bad in ["0", "-1", "nan", "inf", "\"30\""] {
+            assert!(q(bad).is_err(), "{bad}");
+        }
+        assert_eq!(t[0].cpu_seconds_per_minute, None);
         assert_eq!(bearer("Bearer  xyz "), Some("xyz"));
         assert_eq!(bearer("Basic xyz"), None);
     }

@@ -822,7 +822,7 @@ fn read_file(state: &State, tenant: &Tenant, a: ReadArgs) -> Outcome {
 
 fn end_session(state: &State, tenant: &Tenant, a: EndArgs) -> Outcome {
     let id = session_id(&a.session)?;
-    let ended = state.delete(&tenant.name, &id)?;
+    let ended = state.delete(tenant, &id)?;
     Ok((json!({"session": a.session, "ended": ended}), false))
 }
 

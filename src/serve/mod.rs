@@ -13,14 +13,20 @@
 //!   the idle sweeper and shutdown.
 //! - `api.rs`: the handlers and their JSON.
 //! - `auth.rs`: the tokens file and bearer tokens.
-//! - `store.rs`: the session store directory.
+//! - `quota.rs`: the tenants' CPU-seconds-per-minute quota.
+//! - `logging.rs`: request ids and the log line of each request.
+//! - `metrics.rs`: `/metrics`.
+//! - `store.rs`: the session store (a directory, or object storage).
 //! - `scratch.rs`: each session's scratch directory (its `/tmp`).
 //! - `mcp.rs`: the same service as a Model Context Protocol server, over
 //!   stdio and streamable HTTP (`/mcp`).
 
 mod api;
 pub mod auth;
+pub mod logging;
 mod mcp;
+mod metrics;
+mod quota;
 mod scratch;
 pub mod store;
 
@@ -36,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::session::{Python, Session, SessionOptions};
-use crate::{Limits, MountSpec, Program, Runtime};
+use crate::{Limits, MountSpec, Runtime};
 use auth::Tenant;
 use store::{Store, StoredLimits};
 
@@ -68,7 +74,8 @@ pub struct Config {
     pub max_sessions: usize,
     /// A session without calls for this long is saved and dropped from memory.
     pub session_idle: Duration,
-    pub session_store: PathBuf,
+    /// A directory, or an object store's URL (`s3://BUCKET/PREFIX`).
+    pub session_store: store::Location,
     /// The largest limits a request may ask for; also what it gets when
     /// it asks for none.
     pub max_limits: Limits,
@@ -78,13 +85,16 @@ pub struct Config {
     pub grace: Duration,
     /// Compiled machine code [default: DEST/cache].
     pub cache_dir: Option<PathBuf>,
+    /// How log lines are written.
+    pub log_format: logging::LogFormat,
+    /// Whether `GET /metrics` answers.
+    pub metrics: bool,
 }
 
 /// The interpreter, loaded once (`/readyz` answers 200 from then on).
 struct Engine {
+    /// The interpreter, its snapshot and the install's native modules.
     python: Python,
-    interpreter: Program,
-    snapshot: Option<Program>,
     root: PathBuf,
 }
 
@@ -124,6 +134,8 @@ pub(crate) struct State {
     sessions: Mutex<HashMap<Key, Arc<Slot>>>,
     store: Store,
     scratch: PathBuf,
+    metrics: metrics::Metrics,
+    quotas: quota::Quotas,
 }
 
 /// An error answered as `{"error": {"type", "message"}}`.
@@ -132,6 +144,10 @@ pub(crate) struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// Seconds for `Retry-After` (429 only).
+    retry_after: u64,
+    /// The quota a `QuotaExceeded` names, also as its own field.
+    quota: Option<&'static str>,
 }
 
 impl ApiError {
@@ -151,6 +167,19 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            retry_after: 1,
+            quota: None,
+        }
+    }
+
+    /// 429: `quota` of the tenant is used up until `retry_after` seconds
+    /// from now.
+    pub fn quota(quota: &'static str, retry_after: u64, message: String) -> ApiError {
+        ApiError {
+            kind: "QuotaExceeded",
+            retry_after: retry_after.max(1),
+            quota: Some(quota),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
         }
     }
 
@@ -169,14 +198,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": {"type": self.kind, "message": self.message}
         });
+        if let Some(q) = self.quota {
+            body["error"]["quota"] = q.into();
+        }
         let mut r = (self.status, axum::Json(body)).into_response();
+        r.extensions_mut().insert(logging::ErrorType(self.kind));
         match self.status {
             StatusCode::TOO_MANY_REQUESTS => {
                 r.headers_mut()
-                    .insert("retry-after", HeaderValue::from_static("1"));
+                    .insert("retry-after", HeaderValue::from(self.retry_after));
             }
             StatusCode::UNAUTHORIZED => {
                 r.headers_mut()
@@ -202,6 +235,22 @@ struct Admitted(Arc<TenantLoad>);
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One request waiting for its turn, in the queue-depth gauge while it lives.
+struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(g: &'a prometheus_client::metrics::gauge::Gauge) -> Waiting<'a> {
+        g.inc();
+        Waiting(g)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -250,8 +299,12 @@ impl State {
         }
         let count = Admitted(load.clone());
         let closed = |_| ApiError::internal("the server is shutting down");
+        // Counted as queued while waiting, also when the client goes away
+        // and this future is dropped.
+        let waiting = Waiting::new(&self.metrics.queued);
         let tenant_permit = load.running.clone().acquire_owned().await.map_err(closed)?;
         let global = self.global.clone().acquire_owned().await.map_err(closed)?;
+        drop(waiting);
         Ok(Admission {
             _global: global,
             _tenant: tenant_permit,
@@ -267,6 +320,17 @@ impl State {
             memory: min_limit(max.memory, tenant.max_memory),
             ..max
         }
+    }
+
+    /// The largest stored session `tenant` can have: one within its memory
+    /// maximum. Anything larger in the store is refused unread.
+    fn max_stored(&self, tenant: &Tenant) -> u64 {
+        let memory = self
+            .maxima(tenant)
+            .memory
+            .unwrap_or(crate::runtime::MAX_MEMORY)
+            .min(crate::runtime::MAX_MEMORY);
+        store::max_stored(memory)
     }
 
     /// `requested`, each limit capped by `tenant`'s maxima; what is not
@@ -352,7 +416,7 @@ impl State {
                     continue;
                 }
                 SlotState::Live { .. } => {}
-                SlotState::Unloaded => match self.store.load(tenant, id) {
+                SlotState::Unloaded => match self.store.load(tenant, id, self.max_stored(who)) {
                     Ok(Some((limits, bytes))) => {
                         // Within today's maxima, which may be lower
                         // than when the session was saved.
@@ -365,7 +429,12 @@ impl State {
                             });
                         match restored {
                             Ok(s) => {
-                                log(&format!("session {id} of {tenant} restored from the store"));
+                                self.metrics.restored.inc();
+                                tracing::info!(
+                                    tenant,
+                                    session = id,
+                                    "session restored from the store"
+                                );
                                 *state = SlotState::Live {
                                     session: Box::new(s),
                                     limits,
@@ -468,14 +537,15 @@ impl State {
 
     /// Ends session `id` of `tenant`, in memory and in the store.
     /// Blocking. `false`: there was no such session.
-    fn delete(&self, tenant: &str, id: &str) -> Result<bool, ApiError> {
+    fn delete(&self, who: &Tenant, id: &str) -> Result<bool, ApiError> {
+        let tenant = who.name.as_str();
         let key = (tenant.to_string(), id.to_string());
         let slot = self.slot(&key);
         let mut state = slot.state.lock().unwrap_or_else(|p| p.into_inner());
         let live = matches!(&*state, SlotState::Live { .. });
         let stored = self
             .store
-            .load(tenant, id)
+            .load(tenant, id, self.max_stored(who))
             .map_err(ApiError::internal)?
             .is_some();
         *state = SlotState::Gone;
@@ -504,10 +574,11 @@ impl State {
             }
             let Ok(mut state) = slot.state.try_lock() else {
                 if idle.is_zero() {
-                    log(&format!(
-                        "session {} of {} is busy with a call: not saved",
-                        key.1, key.0
-                    ));
+                    tracing::warn!(
+                        tenant = key.0,
+                        session = key.1,
+                        "session busy with a call: not saved"
+                    );
                 }
                 continue;
             };
@@ -515,29 +586,35 @@ impl State {
                 continue;
             };
             let (tenant, id) = &key;
-            match session.save() {
+            let saved = match session.save() {
                 Ok(bytes) => match self.store.save(tenant, id, *limits, &bytes) {
-                    Ok(()) => log(&format!(
-                        "session {id} of {tenant} saved to the store ({} bytes)",
-                        bytes.len()
-                    )),
+                    Ok(()) => Some(bytes.len()),
                     Err(e) => {
                         // Kept in memory: the store may come back.
-                        log(&format!("session {id} of {tenant}: {e}"));
+                        tracing::warn!(tenant, session = id, "session not saved: {e}");
                         continue;
                     }
                 },
                 Err(e) => {
-                    log(&format!(
-                        "session {id} of {tenant} dropped: it cannot be saved ({e})"
-                    ));
+                    tracing::warn!(
+                        tenant,
+                        session = id,
+                        "session dropped: it cannot be saved ({e})"
+                    );
                     let _ = self.store.remove(tenant, id);
                     self.remove_session_scratch(tenant, id);
+                    None
                 }
-            }
+            };
             *state = SlotState::Gone;
             drop(state);
             self.forget(&key, &slot);
+            // Counted and logged once out of the table, so that whoever
+            // reads the line finds the session gone from memory.
+            if let Some(bytes) = saved {
+                self.metrics.saved.inc();
+                tracing::info!(tenant, session = id, bytes, "session saved to the store");
+            }
         }
     }
 
@@ -573,9 +650,9 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
-/// One line on stderr.
+/// One log line (stderr, in the `--log-format`).
 pub(crate) fn log(line: &str) {
-    eprintln!("pynbox serve: {line}");
+    tracing::info!("{line}");
 }
 
 /// A fresh random id: 128 bits, as hex.
@@ -598,6 +675,7 @@ pub fn is_loopback(addr: &str) -> Result<bool, String> {
 /// accepting, lets running requests finish within the grace period,
 /// saves the live sessions to the store and returns.
 pub fn serve(config: Config) -> Result<(), String> {
+    logging::init(config.log_format);
     let (tenants, auth) = match &config.tenants {
         Some(t) => (t.clone(), true),
         None => match &config.listen {
@@ -615,7 +693,17 @@ pub fn serve(config: Config) -> Result<(), String> {
     if config.max_sessions == 0 {
         return Err("--max-sessions must be at least 1".into());
     }
-    let store = Store::open(&config.session_store)?;
+    // The TLS of an object store's client (reqwest takes the process's
+    // provider); an error only says one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Guests wait for a permit before they take a blocking thread;
+        // the rest are stores and saves.
+        .max_blocking_threads(config.max_concurrent + 16)
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let store = Store::open(&config.session_store, rt.handle())?;
     let scratch = std::env::temp_dir().join(format!("pynbox-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)
@@ -630,14 +718,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         sessions: Mutex::default(),
         store,
         scratch: scratch.clone(),
+        metrics: metrics::Metrics::new(),
+        quotas: quota::Quotas::default(),
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Guests wait for a permit before they take a blocking thread;
-        // the rest are stores and saves.
-        .max_blocking_threads(state.config.max_concurrent + 16)
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let r = rt.block_on(run(state));
     rt.shutdown_background();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -770,24 +853,8 @@ fn load_engine(dest: &std::path::Path, cache: PathBuf) -> Result<Engine, String>
     // process at a time limit.
     let runtime = Runtime::new(Some(cache)).map_err(|e| e.to_string())?;
     let python = Python::from_install(&runtime, dest).map_err(|e| e.to_string())?;
-    let root = dest.join("root");
-    let arg0 = python.arg0().to_string();
-    let path = root.join(arg0.trim_start_matches('/'));
-    let file =
-        std::fs::File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let preinit = dest.join(crate::preinit::INSTALL_PATH);
-    let snapshot = if crate::preinit::made_from(&preinit, &file) {
-        runtime.load_file(&preinit).ok()
-    } else {
-        None
-    };
-    let interpreter = runtime
-        .load_open_file(&arg0, file)
-        .map_err(|e| e.to_string())?;
     Ok(Engine {
         python,
-        interpreter,
-        snapshot,
-        root,
+        root: dest.join("root"),
     })
 }
