@@ -763,14 +763,17 @@ fn a_session_has_its_own_tmp_kept_through_a_save_and_removed_with_it() {
         json!([])
     );
     // Saved to the store, dropped from memory, restored: the file is there.
-    server.wait_for_log(&format!("session {one} of a saved to the store"), 1);
+    server.wait_for_log(
+        &format!("session saved to the store tenant=\"a\" session=\"{one}\""),
+        1,
+    );
     assert_eq!(
         server.eval(TOKEN_A, &one, "open('/tmp/mine').read()")["value"],
         "one"
     );
-    assert!(server
-        .log()
-        .contains(&format!("session {one} of a restored from the store")));
+    assert!(server.log().contains(&format!(
+        "restored from the store tenant=\"a\" session=\"{one}\""
+    )));
     // Runs do not see it either.
     assert_eq!(
         server.run(json!({"code": "import os; print(os.listdir('/tmp'))"}))["stdout"],
