@@ -339,9 +339,15 @@ impl Runtime {
                     .unwrap()
                     .join(format!("{key}.cwasm"));
                 if let Some(module) = self.load_cache_entry(&entry) {
-                    // Only the dylink.0 section, which comes first.
-                    let head = read_head(file, dylink::MAX_SECTION)?;
-                    let info = dylink::read_section(&head)?;
+                    // Only the dylink.0 section, which comes first and is
+                    // small: its first 64 KiB, unless that cuts it short.
+                    let head = read_head(file, 64 << 10)?;
+                    let info = match dylink::read_section(&head) {
+                        Err(_) if head.len() == 64 << 10 => {
+                            dylink::read_section(&read_head(file, dylink::MAX_SECTION)?)?
+                        }
+                        r => r?,
+                    };
                     return Ok((module, info, sha.to_string()));
                 }
             }
@@ -517,7 +523,7 @@ fn check_magic(name: &str, bytes: &[u8]) -> Result<(), Error> {
 /// Reads `file` from its start (whatever its offset), at most `max` bytes.
 fn read_head(file: &File, max: u64) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; max.min(1 << 20) as usize];
     let mut offset = 0u64;
     while offset < max {
         let want = buf.len().min((max - offset) as usize);

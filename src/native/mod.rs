@@ -193,9 +193,11 @@ impl NativeModules {
     /// message, when the guest asks for it.
     pub fn preload(&self) {
         for m in self.installed.by_hash.values() {
+            let t = std::time::Instant::now();
             if let Ok(file) = std::fs::File::open(&m.host_path) {
                 let _ = self.ready_from_file(&file);
             }
+            crate::runtime::timing(&format!("map {}", m.guest_path), t);
         }
     }
 
