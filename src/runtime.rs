@@ -240,14 +240,7 @@ impl Runtime {
     /// hashing a large interpreter.
     pub fn load_open_file(&self, name: &str, mut file: File) -> Result<Program, Error> {
         let t = Instant::now();
-        let index = self.cache_dir.as_ref().and_then(|dir| {
-            // One entry per file and engine: each engine has its own code.
-            let id = format!("{} {}", open_file_identity(&file)?, self.engine_hash());
-            Some(
-                dir.join("files")
-                    .join(&blake3::hash(id.as_bytes()).to_hex()[..32]),
-            )
-        });
+        let index = self.identity_index(&file, "");
         let indexed = index.as_ref().and_then(|i| std::fs::read_to_string(i).ok());
         if let Some((key, id)) = indexed.as_deref().and_then(|s| {
             let mut lines = s.lines();
@@ -273,6 +266,18 @@ impl Runtime {
                 .and_then(|_| write_atomically(&index, format!("{key}\n{id}\n").as_bytes()));
         }
         self.link(name, module, &id)
+    }
+
+    /// Where the cache records what it knows of a file with `file`'s
+    /// identity: one entry per file, engine and `kind` (programs and side
+    /// modules are compiled differently).
+    fn identity_index(&self, file: &File, kind: &str) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let id = format!("{} {}{kind}", open_file_identity(file)?, self.engine_hash());
+        Some(
+            dir.join("files")
+                .join(&blake3::hash(id.as_bytes()).to_hex()[..32]),
+        )
     }
 
     /// Loads a program from the bytes of a wasm module; `name` is used in
@@ -318,13 +323,7 @@ impl Runtime {
         allowed: &dyn Fn(&str) -> bool,
     ) -> Result<(Module, crate::native::dylink::DylinkInfo, String), String> {
         use crate::native::dylink;
-        let index = self.cache_dir.as_ref().and_then(|dir| {
-            let id = format!("{} {} side", open_file_identity(file)?, self.engine_hash());
-            Some(
-                dir.join("files")
-                    .join(&blake3::hash(id.as_bytes()).to_hex()[..32]),
-            )
-        });
+        let index = self.identity_index(file, " side");
         let indexed = index.as_ref().and_then(|i| std::fs::read_to_string(i).ok());
         if let Some((key, sha)) = indexed.as_deref().and_then(|s| {
             let mut lines = s.lines();

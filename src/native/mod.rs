@@ -287,20 +287,27 @@ impl Loader {
     }
 }
 
+/// What a `dl_*` import answers: the value, or 0 with the reason kept for
+/// `dl_error`; a trap of guest code stops the guest.
+fn answer(caller: &mut Caller<'_, Guest>, r: Result<i32, link::Fail>) -> wasmtime::Result<i32> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(link::Fail::Refuse(why)) => {
+            caller.data_mut().native.error = why;
+            Ok(0)
+        }
+        Err(link::Fail::Trap(e)) => Err(e),
+    }
+}
+
 /// Registers `pynbox.dl_open`, `pynbox.dl_sym` and `pynbox.dl_error`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "pynbox",
         "dl_open",
         |mut caller: Caller<'_, Guest>, fd: i32, _flags: i32| -> wasmtime::Result<i32> {
-            match link::open(&mut caller, fd) {
-                Ok(handle) => Ok(handle),
-                Err(link::Fail::Refuse(why)) => {
-                    caller.data_mut().native.error = why;
-                    Ok(0)
-                }
-                Err(link::Fail::Trap(e)) => Err(e),
-            }
+            let r = link::open(&mut caller, fd);
+            answer(&mut caller, r)
         },
     )?;
     linker.func_wrap(
@@ -321,14 +328,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> 
                     }
                 }
             };
-            match link::symbol(&mut caller, handle, &name) {
-                Ok(v) => Ok(v as i32),
-                Err(link::Fail::Refuse(why)) => {
-                    caller.data_mut().native.error = why;
-                    Ok(0)
-                }
-                Err(link::Fail::Trap(e)) => Err(e),
-            }
+            let r = link::symbol(&mut caller, handle, &name).map(|v| v as i32);
+            answer(&mut caller, r)
         },
     )?;
     linker.func_wrap(
