@@ -416,6 +416,14 @@ struct RunArgs {
     #[arg(long, value_name = "DEST")]
     native_modules: Option<PathBuf>,
 
+    /// Also load native modules that no install placed: ones the guest wrote
+    /// into a read-write mount or was given. They are still wasm, confined
+    /// like python itself, but their code is the guest's choice and is
+    /// compiled while the run goes on, which the second wall forbids: needs
+    /// --no-os-sandbox. See SECURITY.md.
+    #[arg(long, requires = "no_os_sandbox")]
+    allow_any_native_module: bool,
+
     /// Directory for compiled machine code [default: $PYNBOX_CACHE_DIR, else
     /// $XDG_CACHE_HOME/pynbox/modules, else ~/.cache/pynbox/modules].
     #[arg(long, value_name = "DIR")]
@@ -849,6 +857,11 @@ fn run(a: RunArgs) -> ExitCode {
             Err(e) => return usage(format!("--native-modules: {e}")),
         },
         None => pynbox::native::Installed::none(),
+    };
+    let installed = if a.allow_any_native_module {
+        installed.allowing_any()
+    } else {
+        installed
     };
     // The second wall, file access first: before any thread starts, so that
     // every thread is confined even where Landlock cannot reach threads

@@ -327,3 +327,47 @@ fn installed_modules_load_through_bin_run() {
         text(&out.stderr)
     );
 }
+
+/// With `allowing_any` (the CLI's `--allow-any-native-module`, which needs
+/// `--no-os-sandbox`), a module the guest wrote loads; without, it does
+/// not, and the CLI refuses the flag while its second wall stands.
+#[test]
+fn a_guest_written_module_loads_only_when_the_user_opts_in() {
+    let scratch = tempfile::tempdir().unwrap();
+    let code = "import shutil, sys; shutil.copy('/test/native/pynbox_ext.cpython-313-wasm32-wasi.so', '/s/'); \
+                sys.path.insert(0, '/s'); \
+                open('/s/pynbox_ext.cpython-313-wasm32-wasi.so', 'ab').write(b'\\x00\\x02\\x01x'); \
+                import pynbox_ext; print(pynbox_ext.__file__, pynbox_ext.helper_add(1, 2))";
+    let run = |extra: &[&str]| {
+        std::process::Command::new(dest().join("bin/run"))
+            .args(["-m", &format!("{}:/:ro", dest().join("root").display())])
+            .args(["-m", &format!("{}:/s:rw", scratch.path().display())])
+            .args(extra)
+            .args(["python", "-c", code])
+            .output()
+            .unwrap()
+    };
+    // The copy with an empty custom section appended is no
+    // installed module: refused by default.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a native module installed by `pynbox install`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["--allow-any-native-module"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--no-os-sandbox"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["--allow-any-native-module", "--no-os-sandbox"]);
+    assert_eq!(
+        text(&out.stdout),
+        "/s/pynbox_ext.cpython-313-wasm32-wasi.so 3\n",
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -50,6 +50,9 @@ const MAX_SYMBOL: usize = 4096;
 pub struct Installed {
     /// sha256 of the file's bytes → where it is.
     by_hash: HashMap<String, InstalledModule>,
+    /// Any module may be loaded, also one the guest wrote
+    /// ([`Installed::allowing_any`]).
+    any: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -90,7 +93,10 @@ impl Installed {
                 }
             }
         }
-        Ok(Installed { by_hash })
+        Ok(Installed {
+            by_hash,
+            any: false,
+        })
     }
 
     /// Modules an embedder placed itself: each `(guest path, host file)`
@@ -109,7 +115,20 @@ impl Installed {
                 },
             );
         }
-        Ok(Installed { by_hash })
+        Ok(Installed {
+            by_hash,
+            any: false,
+        })
+    }
+
+    /// Lets the guest load any side module it can open, also one it wrote
+    /// itself, not only those listed. The guest then brings its own code:
+    /// still wasm, confined like the interpreter, but chosen by the guest
+    /// (see docs/SECURITY.md). Needs a process that may still map new
+    /// code (the CLI allows it only without its second wall).
+    pub fn allowing_any(mut self) -> Installed {
+        self.any = true;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -209,8 +228,8 @@ impl NativeModules {
                     .into(),
             );
         };
-        let installed = |sha: &str| self.installed.by_hash.contains_key(sha);
-        if self.installed.is_empty() {
+        let installed = |sha: &str| self.installed.any || self.installed.by_hash.contains_key(sha);
+        if self.installed.is_empty() && !self.installed.any {
             return Err(
                 "no native modules are installed in this sandbox (only modules placed by `pynbox install` may be loaded)"
                     .into(),
