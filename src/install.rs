@@ -512,7 +512,6 @@ impl Dest {
         name: &str,
         version: &str,
         depends: &[String],
-        interpreter: Option<String>,
         staged: &[(FileEntry, StagedFrom)],
         pypi: Option<packages::PypiOrigin>,
     ) -> Result<()> {
@@ -590,7 +589,6 @@ impl Dest {
             name: name.into(),
             version: version.into(),
             depends: depends.to_vec(),
-            interpreter,
             files: staged.iter().map(|(f, _)| f.clone()).collect(),
             pypi,
         })?;
@@ -733,10 +731,7 @@ fn install_into(
 /// so it is a warning.
 pub(crate) fn refresh_preinit(dest: &Dest, log: Log) -> Result<()> {
     let receipts = dest.receipts()?;
-    let python = receipts
-        .iter()
-        .find_map(|r| r.interpreter.clone())
-        .unwrap_or_else(|| PYTHON.to_string());
+    let python = PYTHON;
     let mut installed: Vec<String> = receipts
         .iter()
         .filter(|r| r.name != RUNNER)
@@ -750,7 +745,7 @@ pub(crate) fn refresh_preinit(dest: &Dest, log: Log) -> Result<()> {
             eprintln!("  pre-initialising {python} (start-up and common imports, once)...");
         }
     };
-    match crate::preinit::refresh(dest.path(), &python, &installed.join(","), &notice) {
+    match crate::preinit::refresh(dest.path(), python, &installed.join(","), &notice) {
         Ok(true) => log(&format!(
             "pre-initialised {python} in {:.1} s",
             start.elapsed().as_secs_f64()
@@ -902,25 +897,10 @@ pub fn install_archive(dest: &Dest, archive: &Path, log: Log) -> Result<()> {
             StagedFrom::Bytes(script, true),
         ));
     }
-    if let Some(i) = &manifest.interpreter {
-        if let Some(other) = dest
-            .receipts()?
-            .into_iter()
-            .find(|r| r.name != manifest.name && r.interpreter.is_some())
-        {
-            let _ = dest.dir.remove_dir_all(&stage_name);
-            return err(format!(
-                "{} and {} both replace the python interpreter ({i}); pynbox cannot combine the native modules of two packages yet: remove {} first",
-                manifest.name, other.name, other.name
-            ));
-        }
-    }
-    let interpreter = manifest.interpreter.as_ref().map(|i| format!("/{i}"));
     let r = dest.commit(
         &manifest.name,
         &manifest.version,
         &manifest.depends,
-        interpreter,
         &staged,
         None,
     );
@@ -995,11 +975,8 @@ fi
 dest=$here/..
 "#;
 
-fn run_script(python: Option<&str>) -> String {
+fn run_script() -> String {
     let preinit = crate::preinit::INSTALL_PATH;
-    let python = python
-        .map(|p| format!(" --python {}", shell_quote(p)))
-        .unwrap_or_default();
     format!(
         r#"{SCRIPT_HEAD}if [ $# -eq 0 ]; then
   dest=$(CDPATH= cd -- "$dest" && pwd -P) || exit 125
@@ -1011,7 +988,7 @@ fn run_script(python: Option<&str>) -> String {
   echo
   exec "$here/pynbox" run --help
 fi
-exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache" --preinit "$dest/{preinit}" --native-modules "$dest"{python} "$@"
+exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache" --preinit "$dest/{preinit}" --native-modules "$dest" "$@"
 "#
     )
 }
@@ -1058,9 +1035,8 @@ fn command_script(package: &str, c: &Command) -> String {
 }
 
 /// Installs or refreshes the runner: the `pynbox` executable the options
-/// name (by default this very one) as `bin/pynbox`, and `bin/run`, whose
-/// `python` is the interpreter of an installed package that provides one,
-/// else the python package's. Nothing with [`Runner::Skip`].
+/// name (by default this very one) as `bin/pynbox`, and `bin/run`.
+/// Nothing with [`Runner::Skip`].
 pub(crate) fn install_runner(dest: &Dest, log: Log) -> Result<()> {
     let exe = match &dest.options.runner {
         Runner::CurrentExe => {
@@ -1070,8 +1046,7 @@ pub(crate) fn install_runner(dest: &Dest, log: Log) -> Result<()> {
         Runner::Skip => return Ok(()),
     };
     let bin = std::fs::read(&exe).map_err(io_err(format!("reading {}", exe.display())))?;
-    let python = dest.receipts()?.into_iter().find_map(|r| r.interpreter);
-    let script = run_script(python.as_deref()).into_bytes();
+    let script = run_script().into_bytes();
     let pip = pip_script().into_bytes();
     let files = vec![
         (
@@ -1109,7 +1084,7 @@ pub(crate) fn install_runner(dest: &Dest, log: Log) -> Result<()> {
             return Ok(());
         }
     }
-    dest.commit(RUNNER, version, &[], None, &files, None)?;
+    dest.commit(RUNNER, version, &[], &files, None)?;
     log(&format!("installed {RUNNER} {version} (bin/run)"));
     Ok(())
 }

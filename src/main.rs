@@ -395,9 +395,7 @@ struct RunArgs {
     #[arg(long)]
     guest_program: bool,
 
-    /// The guest path that `python` names [default: /python/bin/python.wasm;
-    /// an install's bin/run passes the interpreter of an installed package
-    /// with native modules, such as lxml].
+    /// The guest path that `python` names [default: /python/bin/python.wasm].
     #[arg(long, value_name = "GUEST_PATH")]
     python: Option<String>,
 

@@ -112,11 +112,6 @@ pub struct Manifest {
         deserialize_with = "bounded_map::<_, _, MAX_COMMANDS>"
     )]
     pub commands: BTreeMap<String, Command>,
-    /// A file of this package (path below the root) that replaces the
-    /// `python` interpreter while the package is installed: an interpreter
-    /// with the package's native modules linked in (WASI has no dlopen).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interpreter: Option<String>,
     #[serde(deserialize_with = "bounded::<_, _, MAX_FILES>")]
     pub files: Vec<FileEntry>,
 }
@@ -201,7 +196,6 @@ pub struct PackageInfo {
     pub version: String,
     pub depends: Vec<String>,
     pub commands: BTreeMap<String, Command>,
-    pub interpreter: Option<String>,
 }
 
 /// What `DEST/packages/NAME.installed` records.
@@ -211,9 +205,6 @@ pub struct Receipt {
     pub version: String,
     #[serde(default)]
     pub depends: Vec<String>,
-    /// The guest path of the interpreter this package provides, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interpreter: Option<String>,
     /// Files relative to DEST (`root/...`, `bin/...`).
     pub files: Vec<FileEntry>,
     /// For a distribution installed from a Python package index
@@ -371,13 +362,6 @@ impl Manifest {
         if total > MAX_TOTAL {
             return err("the package is larger than 8 GiB");
         }
-        if let Some(i) = &self.interpreter {
-            if !self.files.iter().any(|f| &f.path == i) || !i.ends_with(".wasm") {
-                return err(format!(
-                    "the interpreter '{i}' is not a .wasm file of the package"
-                ));
-            }
-        }
         for (name, c) in &self.commands {
             check_command_name(name)?;
             let refuse = |why: String| {
@@ -469,7 +453,6 @@ pub fn create_archive(info: &PackageInfo, root: &Path, out_dir: &Path) -> Result
         version: info.version.clone(),
         depends: info.depends.clone(),
         commands: info.commands.clone(),
-        interpreter: info.interpreter.clone(),
         files,
     };
     manifest.check()?;

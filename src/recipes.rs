@@ -39,9 +39,6 @@ pub struct RecipeInfo {
     pub build_depends: Vec<String>,
     #[serde(default)]
     pub commands: BTreeMap<String, Command>,
-    /// See [`packages::Manifest::interpreter`].
-    #[serde(default)]
-    pub interpreter: Option<String>,
     #[serde(default)]
     pub description: String,
 }
@@ -208,7 +205,6 @@ pub fn build(env: &BuildEnv, name: &str) -> Result<Built> {
                 version: info.version.clone(),
                 depends: info.depends.clone(),
                 commands: info.commands.clone(),
-                interpreter: info.interpreter.clone(),
             },
             &entry.join("root"),
             &entry,

@@ -92,7 +92,13 @@ fn lxml_works_inside_and_goes_away_when_removed() {
         text(&out.stderr)
     );
 
-    install_into(&dest, &["lxml"]);
+    // Two native packages together: lxml and the tests package's
+    // extension module load into the one python, in one run.
+    install_into(&dest, &["lxml", "tests"]);
+    let both = "import sys; sys.path.insert(0, '/test/native'); import lxml.etree, pynbox_ext; \
+                print(lxml.etree.XML('<a><b/></a>').xpath('count(//b)'), pynbox_ext.helper_add(2, 3))";
+    let out = python(&dest, &[], both);
+    assert_eq!(text(&out.stdout), "1.0 5\n", "{}", text(&out.stderr));
     let data = data_dir();
     let mounts = [
         "-m".to_string(),
@@ -132,6 +138,9 @@ fn lxml_works_inside_and_goes_away_when_removed() {
         .success());
     let out = python(&dest, &[], "print('base ok')");
     assert_eq!(text(&out.stdout).trim(), "base ok");
+    // Removing lxml touched the other native package not at all.
+    let ext = "import sys; sys.path.insert(0, '/test/native'); import pynbox_ext; print(pynbox_ext.helper_add(2, 3))";
+    assert_eq!(text(&python(&dest, &[], ext).stdout), "5\n");
     let out = python(&dest, &[], "import sys; print('decimal' in sys.modules)");
     assert_eq!(text(&out.stdout).trim(), "True");
 }

@@ -880,7 +880,6 @@ fn stage_and_commit(
             &rname,
             &c.version.to_string(),
             &depends,
-            None,
             &files,
             Some(origin),
         )?;

@@ -82,10 +82,7 @@ impl Python {
                 dest.display()
             )));
         }
-        let arg0 = receipts
-            .iter()
-            .find_map(|r| r.interpreter.clone())
-            .unwrap_or_else(|| crate::install::PYTHON.to_string());
+        let arg0 = crate::install::PYTHON.to_string();
         let path = dest.join("root").join(arg0.trim_start_matches('/'));
         let file = std::fs::File::open(&path)
             .map_err(|e| Error::input(format!("cannot open {}: {e}", path.display())))?;

@@ -1,12 +1,12 @@
 """`python -m pynbox_regrtest ARGS` is `python -m test ARGS` (CPython's
-regrtest) for python-tests.wasm, the interpreter with the test support
-modules linked in.
+regrtest) with the python-tests package's test support modules.
 
 The python package is configured with --disable-test-modules (its users do
 not need them), so sysconfig says TEST_MODULES=no, and test.support then
-skips the C API tests (test_capi) even where the modules exist. This
-interpreter has them: the imports below prove it (they fail on the plain
-python), and only then is sysconfig told, before test.support reads it.
+skips the C API tests (test_capi) even where the modules exist. The
+python-tests package installs them (native modules in lib-dynload/): the
+imports below prove it (they fail without the package), and only then is
+sysconfig told, before test.support reads it.
 """
 
 import sysconfig
