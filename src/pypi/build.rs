@@ -502,8 +502,10 @@ fn fits_sandbox(w: &WheelName) -> bool {
 }
 
 /// The files of a wheel that are native code (extension modules, shared
-/// or static libraries, WebAssembly modules), which the sandbox's
-/// interpreter could not load: it has no dynamic loading.
+/// or static libraries, WebAssembly modules). A build inside the sandbox
+/// has no compiler, so such files are the host's or a failed build's,
+/// never side modules made for this interpreter (those come from recipes
+/// with the wasm toolchain: docs/PACKAGES.md, "Native modules").
 fn native_files(path: &Path, label: &str) -> Result<Vec<String>> {
     let mut z = wheel::open_zip(path, label)?;
     let mut out = Vec::new();
