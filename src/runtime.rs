@@ -317,10 +317,14 @@ impl Runtime {
     /// not read whole nor hashed again, as for programs
     /// ([`Runtime::load_open_file`]); otherwise it is read (at most
     /// [`crate::native::MAX_MODULE_BYTES`]), hashed, checked and compiled.
+    /// `mapped` gives the module already in memory for a sha256, if any
+    /// (a copy of an installed file has another identity but the same
+    /// code, and a process under its second wall cannot map code again).
     pub(crate) fn side_module(
         &self,
         file: &File,
         allowed: &dyn Fn(&str) -> bool,
+        mapped: &dyn Fn(&str) -> Option<Module>,
     ) -> Result<(Module, crate::native::dylink::DylinkInfo, String), String> {
         use crate::native::dylink;
         let index = self.identity_index(file, " side");
@@ -337,7 +341,7 @@ impl Runtime {
                     .as_ref()
                     .unwrap()
                     .join(format!("{key}.cwasm"));
-                if let Some(module) = self.load_cache_entry(&entry) {
+                if let Some(module) = mapped(sha).or_else(|| self.load_cache_entry(&entry)) {
                     // Only the dylink.0 section, which comes first and is
                     // small: its first 64 KiB, unless that cuts it short.
                     let head = read_head(file, 64 << 10)?;
@@ -360,9 +364,15 @@ impl Runtime {
             return Err("it is not a WebAssembly module".into());
         }
         let info = dylink::read(&bytes)?;
-        let (module, key, id) = self
-            .compile_cached("a native module", &bytes)
-            .map_err(|e| e.to_string())?;
+        let (module, key, id) = match mapped(&sha) {
+            Some(module) => {
+                let id = blake3::hash(&bytes).to_hex().to_string();
+                (module, self.cache_key(&id), id)
+            }
+            None => self
+                .compile_cached("a native module", &bytes)
+                .map_err(|e| e.to_string())?,
+        };
         if let Some(index) = index {
             let _ = std::fs::create_dir_all(index.parent().unwrap())
                 .and_then(|_| write_atomically(&index, format!("{key}\n{id}\n{sha}\n").as_bytes()));
@@ -374,7 +384,7 @@ impl Runtime {
     pub fn precompile_side_module(&self, path: &Path) -> Result<(), Error> {
         let file = File::open(path)
             .map_err(|e| Error::input(format!("cannot read '{}': {e}", path.display())))?;
-        self.side_module(&file, &|_| true)
+        self.side_module(&file, &|_| true, &|_| None)
             .map(|_| ())
             .map_err(|why| Error::input(format!("'{}' cannot be loaded: {why}", path.display())))
     }

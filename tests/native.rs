@@ -347,6 +347,22 @@ fn a_guest_written_module_loads_only_when_the_user_opts_in() {
             .output()
             .unwrap()
     };
+    // A byte-for-byte copy is the installed module's code: it loads, under
+    // the second wall, from the code mapped before the wall went up.
+    let copy = "import shutil, sys; shutil.copy('/test/native/pynbox_ext.cpython-313-wasm32-wasi.so', '/s/'); \
+                sys.path.insert(0, '/s'); import pynbox_ext; print(pynbox_ext.__file__, pynbox_ext.helper_add(1, 2))";
+    let out = std::process::Command::new(dest().join("bin/run"))
+        .args(["-m", &format!("{}:/:ro", dest().join("root").display())])
+        .args(["-m", &format!("{}:/s:rw", scratch.path().display())])
+        .args(["python", "-c", copy])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "/s/pynbox_ext.cpython-313-wasm32-wasi.so 3\n",
+        "{}",
+        text(&out.stderr)
+    );
     // The copy with an empty custom section appended is no
     // installed module: refused by default.
     let out = run(&[]);

@@ -246,7 +246,11 @@ impl NativeModules {
                 return Ok(r.clone());
             }
         }
-        let (module, info, hash) = runtime.side_module(file, &installed)?;
+        let mapped = |sha: &str| {
+            let prepared = self.ready.lock().unwrap();
+            prepared.by_hash.get(sha).map(|r| r.module.clone())
+        };
+        let (module, info, hash) = runtime.side_module(file, &installed, &mapped)?;
         let mut prepared = self.ready.lock().unwrap();
         if let Some(i) = identity {
             prepared.by_identity.insert(i, hash.clone());
