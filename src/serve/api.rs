@@ -183,8 +183,9 @@ async fn metrics(state: Shared) -> Response {
         .into_response()
 }
 
-/// Runs `f` on the blocking pool; a panic there is a 500, not a crash.
-async fn blocking<R: Send + 'static>(
+/// Runs `f` on the blocking pool; a panic there is a 500 (an internal
+/// error), not a crash. Shared with the MCP tools.
+pub(super) async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
 ) -> Result<R, ApiError> {
     tokio::task::spawn_blocking(f)

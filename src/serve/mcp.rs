@@ -50,6 +50,8 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde::de::DeserializeOwned;
+
+use super::api::blocking;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
@@ -494,15 +496,6 @@ async fn turn(
         Some(a) => Ok(a),
         None => state.admit(tenant).await,
     }
-}
-
-/// Runs `f` on the blocking pool; a panic there is an internal error.
-async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
-) -> Result<R, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("internal error: {e}")))?
 }
 
 async fn run_python(
