@@ -251,6 +251,11 @@ impl NativeModules {
             prepared.by_hash.get(sha).map(|r| r.module.clone())
         };
         let (module, info, hash) = runtime.side_module(file, &installed, &mapped)?;
+        if !self.installed.by_hash.contains_key(&hash) {
+            // A module of the guest's own (allowing_any): not kept, so that
+            // guests writing module after module cannot grow this table.
+            return Ok(Arc::new(Ready { module, info, hash }));
+        }
         let mut prepared = self.ready.lock().unwrap();
         if let Some(i) = identity {
             prepared.by_identity.insert(i, hash.clone());
