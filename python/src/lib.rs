@@ -438,6 +438,16 @@ fn run(
     detached(py, move || {
         let runtime = runtime_for(&dest)?;
         let python = python_for(&runtime, &dest)?;
+        // The interpreter runs from the install; the guest must see it too.
+        let guest_path = python.arg0();
+        match pynbox::mounts::open_guest_file(&s.mounts, guest_path) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) | Err(e) => {
+                return Err(PyValueError::new_err(format!(
+                    "the python interpreter {guest_path}: {e} (the mount at / must be the install's root)"
+                )))
+            }
+        }
         let mut sandbox = python
             .sandbox(&args, &s.env)
             .stdin(Input::Bytes(stdin))
