@@ -548,7 +548,7 @@ fn read_head(file: &File, max: u64) -> Result<Vec<u8>, String> {
 }
 
 /// The whole of `file`, refused past `max` bytes.
-fn read_whole(file: &File, max: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn read_whole(file: &File, max: u64) -> Result<Vec<u8>, String> {
     let bytes = read_head(file, max + 1)?;
     if bytes.len() as u64 > max {
         return Err(format!("it is larger than {max} bytes"));

@@ -105,7 +105,9 @@ impl Installed {
     pub fn from_files(files: &[(String, PathBuf)]) -> Result<Installed, Error> {
         let mut by_hash = HashMap::new();
         for (guest_path, host_path) in files {
-            let bytes = read_bounded(host_path)
+            let bytes = std::fs::File::open(host_path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| crate::runtime::read_whole(&f, MAX_MODULE_BYTES))
                 .map_err(|e| Error::input(format!("cannot read {}: {e}", host_path.display())))?;
             by_hash.insert(
                 hex_sha256(&bytes),
@@ -270,20 +272,6 @@ impl NativeModules {
 
 pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_MODULE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_MODULE_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_MODULE_BYTES} bytes"
-        )));
-    }
-    Ok(bytes)
 }
 
 /// One guest's loaded modules.
