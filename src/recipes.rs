@@ -136,7 +136,7 @@ impl BuildEnv {
         let mut h = blake3::Hasher::new();
         let mut files = Vec::new();
         collect(&self.recipes.join(name), &mut files);
-        for shared in ["lib.sh", "toolchain.sh"] {
+        for shared in ["lib.sh", "toolchain.sh", "toolchain-cxx.sh"] {
             files.push(self.recipes.join(shared));
         }
         files.sort();

@@ -1080,12 +1080,22 @@ pub(crate) fn status_of(e: &wasmtime::Error, hit_memory: bool) -> Status {
             Trap::Interrupt => Status::TimeLimit,
             _ if hit_memory => Status::MemoryLimit,
             Trap::StackOverflow => Status::Crashed("wasm stack overflow".into()),
-            t => Status::Crashed(t.to_string()),
+            t => Status::Crashed(with_backtrace(t.to_string(), e)),
         }
     } else if hit_memory {
         Status::MemoryLimit
     } else {
         Status::Crashed(root_message(e))
+    }
+}
+
+/// The guest's wasm backtrace after a trap's message, when the host's
+/// environment has PYNBOX_BACKTRACE set: for whoever ports a native package
+/// and needs to know which function trapped (the name section names them).
+fn with_backtrace(message: String, e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(bt) if std::env::var_os("PYNBOX_BACKTRACE").is_some() => format!("{message}\n{bt}"),
+        _ => message,
     }
 }
 

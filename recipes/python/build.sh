@@ -33,6 +33,8 @@
 source "$PYNBOX_RECIPES/lib.sh"
 # shellcheck source=../toolchain.sh
 source "$PYNBOX_RECIPES/toolchain.sh"
+# shellcheck source=../toolchain-cxx.sh
+source "$PYNBOX_RECIPES/toolchain-cxx.sh"
 
 : "${PYNBOX_OUT:?PYNBOX_OUT must name the output directory}"
 : "${PYNBOX_VERSION:?PYNBOX_VERSION must be set (from package.json)}"
@@ -350,25 +352,37 @@ mkdir -p "$ROOT/bin"
 # table (growable), its stack pointer, the C API (--export-dynamic: CPython
 # marks it default-visible and hides the rest) and the whole C library and
 # compiler runtime (files/export_list.py), which side modules import by
-# name. The interpreter itself stays position-dependent: no GOT
-# indirections in CPython's own code. Linked through relink.mk (see the
-# header), so that the relink path later recipes use is this one.
-# What makes a relinked interpreter a dynamic main module is kept in the
-# package's build entry (dynlink/: the object, the export list and the
-# other flags, in link-flags), for the recipes that relink (python-tests).
+# name. The C library's long-double printf/scanf (numpy prints float128)
+# and Debian's libc++/libc++abi (numpy's C++; they are not
+# position-independent, so they cannot live in a side module) are linked
+# and exported the same way, with files/pynbox_cxxabi.c for `throw`.
+# (iostream's static constructors for the standard streams come along; they
+# run at start, before the pre-initialised snapshot is taken.) The
+# interpreter itself stays position-dependent: no GOT indirections in
+# CPython's own code. Linked through relink.mk (see the header), so that a
+# relink of the same tree is this one. What makes a relinked interpreter a
+# dynamic main module is kept in the package's build entry (dynlink/: the
+# objects, the export list and the other flags, in link-flags).
 R="$PYNBOX_OUT/.relink"
 D="$PYNBOX_OUT/dynlink"
 mkdir -p "$R" "$D"
 run "$WASI_CC" -O2 -Wall -Werror -c "$HERE/files/pynbox_dynload.c" -o "$D/pynbox_dynload.o"
+run "$WASI_CC" -O2 -Wall -Werror -c "$HERE/files/pynbox_cxxabi.c" -o "$D/pynbox_cxxabi.o"
 (cd "$WASM/build" && "$WASI_NM" --extern-only -P $(makevar LINK_PYTHON_OBJS) Programs/python.o 2>/dev/null) |
     awk 'NF >= 2 && $2 != "U" && $2 != "w" { print $1 }' | sort -u >"$R/cpython-symbols.txt"
 [[ -s "$R/cpython-symbols.txt" ]] || die "no symbols read from CPython's objects in $WASM/build"
 wasi_lib=$WASI_SYSROOT/lib/wasm32-wasip1
-"$BUILD_PYTHON" "$HERE/files/export_list.py" "$WASI_NM" "$R/cpython-symbols.txt" \
-    "$wasi_lib/libc.a" "$wasi_lib/libwasi-emulated-signal.a" "$wasi_lib/libwasi-emulated-getpid.a" \
+# (The archives beyond those clang adds by itself go on the link line too.)
+EXTRA_ARCHIVES=("$wasi_lib/libc-printscan-long-double.a" "$WASI_CXX_LIBDIR/libc++.a" "$WASI_CXX_LIBDIR/libc++abi.a")
+"$BUILD_PYTHON" "$HERE/files/export_list.py" "$WASI_NM" "$R/cpython-symbols.txt" "$D/pynbox_cxxabi.o" \
+    "${EXTRA_ARCHIVES[0]}" "$wasi_lib/libc.a" "$wasi_lib/libwasi-emulated-signal.a" "$wasi_lib/libwasi-emulated-getpid.a" \
     "$wasi_lib/libwasi-emulated-process-clocks.a" \
-    "$WASI_TOOLCHAIN/resource/lib/wasm32-unknown-wasip1/libclang_rt.builtins.a" >"$D/exports.rsp"
-grep -q -- '--export=malloc$' "$D/exports.rsp" || die "export_list.py did not export the C library (see $D/exports.rsp)"
+    "$WASI_TOOLCHAIN/resource/lib/wasm32-unknown-wasip1/libclang_rt.builtins.a" \
+    "${EXTRA_ARCHIVES[1]}" "${EXTRA_ARCHIVES[2]}" >"$D/exports.rsp"
+for sym in malloc _Znwm _ZNSt3__212__next_primeEm __cxa_throw; do
+    grep -q -- "--export=$sym\$" "$D/exports.rsp" ||
+        die "export_list.py did not export $sym: the C and C++ libraries would be missing for side modules (see $D/exports.rsp)"
+done
 # (The flags without the two files, whose directory moves once the build
 # entry is complete: a relinker passes DIR/pynbox_dynload.o, these flags and
 # @DIR/exports.rsp.)
@@ -382,7 +396,8 @@ echo "-Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=
 echo "-fPIC -fvisibility=default" >"$D/side-cflags"
 echo "-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-entry -Wl,--unresolved-symbols=import-dynamic -Wl,--export-if-defined=__wasm_call_ctors" >"$D/side-ldflags"
 run make -s -C "$WASM/build" -f Makefile -f "$WASM/relink.mk" pynbox-relink \
-    PYNBOX_WASM="$R/python.wasm" PYNBOX_EXTRA_LINK="$D/pynbox_dynload.o $(cat "$D/link-flags") @$D/exports.rsp"
+    PYNBOX_WASM="$R/python.wasm" \
+    PYNBOX_EXTRA_LINK="$D/pynbox_dynload.o $D/pynbox_cxxabi.o $(cat "$D/link-flags") @$D/exports.rsp ${EXTRA_ARCHIVES[*]}"
 # DWARF is 70% of the file; the name section stays (0.2 MB) so that a trap's
 # backtrace names functions.
 run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python.wasm" "$R/python.wasm"

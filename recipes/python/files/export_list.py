@@ -1,18 +1,22 @@
-"""Prints the wasm-ld flags that export the C library from python.wasm.
+"""Prints the wasm-ld flags that export the C and C++ libraries from python.wasm.
 
 Native modules (wasm side modules, src/native/ in pynbox) import what they
-use of the C library and compiler runtime from the interpreter, so the
-interpreter must contain and export all of it, not only what CPython itself
-calls. Linking the archives whole is not possible: CPython defines its own
+use of the C library, the compiler runtime and the C++ library from the
+interpreter, so the interpreter must contain and export all of it, not only
+what CPython itself calls. Linking the archives whole is not possible: CPython defines its own
 pthread stubs for WASI, which clash with some members. So: every member of
 the archives that defines nothing CPython defines, and whose undefined
 symbols can all be resolved (a fixpoint), has its symbols exported with
---export=NAME (which also pulls the member into the link).
+--export=NAME (which also pulls the member into the link). A weak undefined
+symbol may stay unresolved (it is then null, by design), so it does not
+count against its member. Objects named beside the archives (NAME.o) are
+linked whole: their symbols count as defined and are all exported.
 
-    python export_list.py NM CPYTHON_SYMBOLS ARCHIVE...
+    python export_list.py NM CPYTHON_SYMBOLS (ARCHIVE | OBJECT.o)...
 
 CPYTHON_SYMBOLS: a file with the symbols CPython's objects define, one per
-line. NM: llvm-nm.
+line. NM: llvm-nm. An archive named earlier wins for a symbol that two
+define, as on the link line (libc-printscan-long-double.a before libc.a).
 """
 import subprocess
 import sys
@@ -29,10 +33,17 @@ ENTRY = {"_start", "_initialize", "__main_void", "main", "__main_argc_argv"}
 
 
 def main():
-    nm, cpython_file, archives = sys.argv[1], sys.argv[2], sys.argv[3:]
+    nm, cpython_file, inputs = sys.argv[1], sys.argv[2], sys.argv[3:]
     cpython = set(open(cpython_file).read().split())
+    forced = set()
+    for obj in (i for i in inputs if i.endswith(".o")):
+        out = subprocess.run([nm, "--extern-only", "-P", obj],
+                             capture_output=True, text=True, check=True).stdout
+        forced |= {p[0] for p in map(str.split, out.splitlines())
+                   if len(p) >= 2 and p[1] not in "Uw"}
+    cpython |= forced
     defs, undefs = {}, {}
-    for archive in archives:
+    for archive in (i for i in inputs if not i.endswith(".o")):
         out = subprocess.run([nm, "--extern-only", "-P", "-A", archive],
                              capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
@@ -42,7 +53,9 @@ def main():
             member, sym, kind = parts[0].rstrip(":"), parts[1], parts[2]
             defs.setdefault(member, set())
             undefs.setdefault(member, set())
-            (undefs if kind in "Uw" else defs)[member].add(sym)
+            if kind == "w":
+                continue
+            (undefs if kind == "U" else defs)[member].add(sym)
     members = {m for m in defs if not (defs[m] & cpython or defs[m] & ENTRY)}
     while True:
         have = set(cpython).union(*(defs[m] for m in members))
@@ -52,7 +65,7 @@ def main():
         if not bad:
             break
         members -= bad
-    exported = set().union(*(defs[m] for m in members))
+    exported = set().union(forced, *(defs[m] for m in members))
     for sym in sorted(exported):
         print("-Wl,--export=" + sym)
 

@@ -411,6 +411,26 @@ class NativeModules(unittest.TestCase):
         self.assertEqual((c.bump(), c.bump()), (1, 2))
         self.assertTrue(pynbox_ext.same_function_addresses())
 
+    def test_native_packages_combine_in_one_run(self):
+        # lxml (C, with three shared libraries) and numpy (C and C++) loaded
+        # into this one interpreter, working on the same data.
+        try:
+            import numpy
+            from lxml import etree
+        except ImportError as e:
+            self.skipTest(f"needs the lxml and numpy packages: {e}")
+        import pynbox_ext
+
+        doc = etree.XML("<r>" + "".join(f"<v>{i}</v>" for i in range(1, 101)) + "</r>")
+        values = numpy.array([float(v.text) for v in doc.iterfind("v")])
+        self.assertEqual(values.sum(), 5050.0)
+        self.assertEqual(numpy.sort(values[::-1])[:3].tolist(), [1.0, 2.0, 3.0])  # C++ sort
+        self.assertEqual(numpy.unique(values % 7).size, 7)  # C++ hash set
+        self.assertAlmostEqual(abs(numpy.fft.fft(values)[0]), 5050.0)  # C++ pocketfft
+        self.assertEqual(pynbox_ext.sort_ints([int(x) for x in values[:3][::-1]]), [1, 2, 3])
+        for module in (numpy._core._multiarray_umath, etree, pynbox_ext):
+            self.assertTrue(module.__file__.endswith(".cpython-313-wasm32-wasi.so"), module.__file__)
+
     def test_needed_library_is_loaded_once_and_shared(self):
         import pynbox_ext
 
