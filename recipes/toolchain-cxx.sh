@@ -47,10 +47,11 @@ _make_wasi_cxx() {
     mkdir -p "$dir/bin"
     # The private sysroot has no C++ headers; -nostdinc++ keeps clang from
     # looking for them there, and the library directory serves links of
-    # whole programs (meson's checks). Side modules link with -nostdlib.
+    # whole programs (meson's checks; side modules link with -nostdlib),
+    # hence no warning that -L goes unused when only compiling.
     cat >"$dir/bin/wasm32-wasip1-clang++" <<EOF
 #!/bin/sh
-exec /usr/bin/clang++-19 --target=wasm32-wasip1 --sysroot="$WASI_SYSROOT" -resource-dir="$WASI_TOOLCHAIN/resource" -nostdinc++ -isystem "$WASI_CXX_INCLUDE" -L"$WASI_CXX_LIBDIR" "\$@"
+exec /usr/bin/clang++-19 --target=wasm32-wasip1 --sysroot="$WASI_SYSROOT" -resource-dir="$WASI_TOOLCHAIN/resource" -nostdinc++ -isystem "$WASI_CXX_INCLUDE" -L"$WASI_CXX_LIBDIR" -Wno-unused-command-line-argument "\$@"
 EOF
     chmod +x "$dir/bin/wasm32-wasip1-clang++"
     # Smoke test: strings, containers and operator new must link.

@@ -307,6 +307,88 @@ fn constructors_run_under_the_limits() {
     assert!(matches!(r.status, Status::Crashed(_)), "{:?}", r.status);
 }
 
+/// A function a module both defines and imports (a weak definition of
+/// default visibility: C++ templates) is an earlier module's when one
+/// defines it, else the module's own; a module that calls its own before
+/// it is linked (from its start function) is refused with an ImportError.
+#[test]
+fn weak_functions_resolve_to_the_first_definition() {
+    let mut m = Mods::new("weak");
+    // Its init raises ValueError(pynbox_weak()).
+    let weak = |value: i32| {
+        side_module(
+            &mem_info(&[0], 0, &[0]),
+            &format!(
+                r#"(import "env" "memory" (memory 0))
+                   (import "GOT.mem" "PyExc_ValueError" (global $exc (mut i32)))
+                   (import "env" "PyErr_SetObject" (func $raise (param i32 i32)))
+                   (import "env" "PyLong_FromLong" (func $long (param i32) (result i32)))
+                   (import "env" "pynbox_weak" (func $w (result i32)))
+                   (func (export "pynbox_weak") (result i32) i32.const {value})
+                   (func (export "PyInit_weak{value}") (result i32)
+                     (call $raise (i32.load (global.get $exc)) (call $long (call $w)))
+                     i32.const 0)"#
+            ),
+        )
+    };
+    m.module("weak1", &weak(1));
+    m.module("weak2", &weak(2));
+    m.module(
+        "weak_early",
+        &side_module(
+            &mem_info(&[0], 0, &[0]),
+            r#"(import "env" "pynbox_early" (func $w (result i32)))
+               (func (export "pynbox_early") (result i32) i32.const 7)
+               (func $s (drop (call $w))) (start $s)"#,
+        ),
+    );
+    let rt = runtime();
+    let code = "import sys\nsys.path.insert(0, '/mods')\nfor n in ['weak2', 'weak1']:\n    try:\n        __import__(n)\n    except ValueError as e:\n        print(n, e.args[0])\n";
+    let r = run_python(&rt, &m, code, Limits::default());
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    // weak2 alone: its own; weak1 after it: weak2's, the first loaded.
+    assert_eq!(text(&r.stdout), "weak2 2\nweak1 2\n", "{}", text(&r.stderr));
+    let code = "import sys\nsys.path.insert(0, '/mods')\nfor n in ['weak1', 'weak2']:\n    try:\n        __import__(n)\n    except ValueError as e:\n        print(n, e.args[0])\n";
+    let r = run_python(&rt, &m, code, Limits::default());
+    assert_eq!(text(&r.stdout), "weak1 1\nweak2 1\n", "{}", text(&r.stderr));
+    let r = run_python(&rt, &m, &import_each(&["weak_early"]), Limits::default());
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    let lines = lines_of(&r.stdout);
+    assert!(
+        lines["weak_early"].contains("called its own function before it was linked"),
+        "{lines:?}"
+    );
+}
+
+/// A C++ extension module (the tests package's): the C++ library the
+/// interpreter exports works from it, and a C++ exception, which nothing
+/// in the sandbox can catch, ends the guest with a line saying so.
+#[test]
+fn a_cxx_module_works_and_its_exceptions_end_the_guest() {
+    let run = |code: &str| {
+        std::process::Command::new(dest().join("bin/run"))
+            .args([
+                "python",
+                "-c",
+                &format!(
+                    "import sys; sys.path.insert(0, '/test/native'); import pynbox_cxx; {code}"
+                ),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("print(pynbox_cxx.distinct_words('b a c a b dd'))");
+    assert_eq!(text(&out.stdout), "a b c dd\n", "{}", text(&out.stderr));
+    let out = run("pynbox_cxx.throw_now()");
+    assert_eq!(out.status.code(), Some(134), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("C++ code threw an exception, which C++ in this sandbox cannot catch"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// The modules `pynbox install` placed load through `bin/run`, and a copy
 /// changed by the guest does not (also checked from inside by
 /// test_pynbox.py, which this runs by name).

@@ -202,6 +202,8 @@ build_numpy() {
         patch -d "$dir/src" -p1 -N --fuzz=0 --no-backup-if-mismatch <"$HERE/patches/$p" ||
             die "patches/$p does not apply to the numpy sources"
     done
+    "$NATIVE_PYTHON" "$HERE/files/check_signatures.py" "$dir/src/numpy" ||
+        die "numpy's C has functions that CPython calls with another number of arguments than they take (listed above); they would trap in wasm: fix them in patches/"
     write_cross_env "$dir/cross"
     # meson looks for cython on PATH (a build-machine tool).
     export PATH="$TOOLS/venv/bin:$PATH"
@@ -216,7 +218,7 @@ build_numpy() {
     rm -rf "$dir/src" "$dir/build"
 }
 BUILD_KEY=$(cache_key "$NUMPY_SHA256" "${PATCH_KEY[@]}" "$(basename "$PY_WORK")" "$(basename "$WASI_TOOLCHAIN")" "$WASI_CXX" \
-    @"$PYNBOX_DEP_PYTHON/dynlink/side-ldflags" "$TOOLS_KEY" @"$HERE/files/side-cc.py" @"$HERE/files/sitecustomize.py" \
+    @"$PYNBOX_DEP_PYTHON/dynlink/side-ldflags" "$TOOLS_KEY" @"$HERE/files/side-cc.py" @"$HERE/files/sitecustomize.py" @"$HERE/files/check_signatures.py" \
     "${MESON_OPTIONS[*]}" "$(declare -f write_cross_env build_numpy)")
 BUILD="$PYNBOX_CACHE/work/numpy-build-$BUILD_KEY"
 take_lock "numpy-build-$BUILD_KEY"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The `tests` package: test_pynbox.py (run by the installed python), a
-# native C test compiled to wasm32-wasip1, and C extension modules built as
+# native C test compiled to wasm32-wasip1, and C and C++ extension modules built as
 # wasm side modules (/test/native/), which test_pynbox.py imports: all under
 # /test. The extension modules are compiled against the python recipe's
 # build tree, as any native package's are.
@@ -8,6 +8,8 @@
 source "$PYNBOX_RECIPES/lib.sh"
 # shellcheck source=../toolchain.sh
 source "$PYNBOX_RECIPES/toolchain.sh"
+# shellcheck source=../toolchain-cxx.sh
+source "$PYNBOX_RECIPES/toolchain-cxx.sh"
 
 here=$PYNBOX_RECIPES/tests/files
 out=$PYNBOX_OUT/root/test
@@ -48,6 +50,9 @@ done
 # pynbox_ext needs libpynbox_helper.so (recorded in its dylink.0 section).
 run "$WASI_CC" "${SIDE_LDFLAGS[@]}" -o "$native/pynbox_ext$ext" "$obj/pynbox_ext.o" "$native/libpynbox_helper.so"
 run "$WASI_CC" "${SIDE_LDFLAGS[@]}" -o "$native/pynbox_missing$ext" "$obj/pynbox_missing.o"
+# A C++ module, compiled with exceptions as numpy's unique.cpp is.
+run "$WASI_CXX" "${SIDE_CFLAGS[@]}" -std=c++17 -fexceptions "${py_includes[@]}" -c "$here/native/pynbox_cxx.cpp" -o "$obj/pynbox_cxx.o"
+run "$WASI_CXX" "${SIDE_LDFLAGS[@]}" -o "$native/pynbox_cxx$ext" "$obj/pynbox_cxx.o"
 rm -rf "$obj"
 
 step "copy the Python tests"

@@ -6,11 +6,11 @@
 //! from a side module that is not reachable from the interpreter itself.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::{
-    Caller, Extern, ExternType, Func, Global, GlobalType, Instance, Mutability, Ref, Table, Val,
-    ValType,
+    Caller, Extern, ExternType, Func, FuncType, Global, GlobalType, Instance, Module, Mutability,
+    Ref, Table, Val, ValType,
 };
 
 use super::{NativeModules, Ready};
@@ -196,6 +196,9 @@ fn instantiate(caller: &mut Caller<'_, Guest>, ready: &Ready) -> Result<i32, Fai
     // GOT entries for symbols the module defines itself: set once it is
     // instantiated.
     let mut pending: Vec<(String, Global, bool)> = Vec::new();
+    // Its own weak functions that it imports: filled once it is
+    // instantiated.
+    let mut own_funcs: Vec<(String, Arc<OnceLock<Func>>)> = Vec::new();
     for import in module.imports() {
         let (m, n) = (import.module(), import.name());
         let ext: Extern = match (m, n, import.ty()) {
@@ -225,8 +228,18 @@ fn instantiate(caller: &mut Caller<'_, Guest>, ready: &Ready) -> Result<i32, Fai
                 }
                 g.into()
             }
-            ("env", _, ExternType::Func(_)) => match resolve_func(caller, n) {
+            ("env", _, ExternType::Func(ty)) => match resolve_func(caller, n) {
                 Some(f) => f.into(),
+                // A weak definition of its own (C++ templates and inline
+                // functions of default visibility): wasm-ld imports it so
+                // that an earlier definition wins, as in ELF; with none,
+                // the module's own is called, through a trampoline that
+                // finds it once the module is instantiated.
+                None if exports_func(module, n) => {
+                    let own = Arc::new(OnceLock::new());
+                    own_funcs.push((n.to_string(), own.clone()));
+                    trampoline(caller, &ty, own).into()
+                }
                 None => return refuse(format!("undefined symbol: {n}")),
             },
             _ => {
@@ -252,6 +265,13 @@ fn instantiate(caller: &mut Caller<'_, Guest>, ready: &Ready) -> Result<i32, Fai
         }
     })?;
 
+    for (name, own) in own_funcs {
+        let f = instance
+            .get_func(&mut *caller, &name)
+            .ok_or_else(|| Fail::Refuse(format!("undefined symbol: {name}")))?;
+        // (Set once: the cell is new and only this loop fills it.)
+        let _ = own.set(f);
+    }
     // What the module defines of what it reaches through its GOT.
     for (name, g, func) in pending {
         let value = match instance.get_export(&mut *caller, &name) {
@@ -287,6 +307,26 @@ fn instantiate(caller: &mut Caller<'_, Guest>, ready: &Ready) -> Result<i32, Fai
         }
     }
     Ok(handle)
+}
+
+fn exports_func(module: &Module, name: &str) -> bool {
+    matches!(module.get_export(name), Some(ExternType::Func(_)))
+}
+
+/// A host function of type `ty` that calls the function `own` will hold.
+/// Called before that (by the module's start function), it fails, and the
+/// load is refused naming why.
+fn trampoline(caller: &mut Caller<'_, Guest>, ty: &FuncType, own: Arc<OnceLock<Func>>) -> Func {
+    Func::new(
+        &mut *caller,
+        ty.clone(),
+        move |mut caller, params, results| {
+            let f = *own.get().ok_or_else(|| {
+                wasmtime::Error::msg("a native module called its own function before it was linked")
+            })?;
+            f.call(&mut caller, params, results)
+        },
+    )
 }
 
 fn constant(caller: &mut Caller<'_, Guest>, v: u32) -> Result<Global, Fail> {

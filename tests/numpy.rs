@@ -1,0 +1,181 @@
+//! The `numpy` package: a native package of C and C++ (numpy's sorting,
+//! pocketfft and unique use libc++, which the interpreter exports), installed
+//! beside lxml and the tests package's extension, all loading into the one
+//! `python` in one run; removed, it leaves the others working.
+//! Needs `build/packages` with python, tests, lxml and numpy
+//! (scripts/test.sh builds them).
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn install_into(dest: &Path, pkgs: &[&str]) {
+    let repo = repo().join("build/packages");
+    assert!(
+        std::fs::read_dir(&repo)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("numpy.")))
+            .unwrap_or(false),
+        "the numpy package is not built: run scripts/test.sh (or `pynbox build python tests lxml numpy`) first"
+    );
+    let out = pynbox()
+        .arg("install")
+        .arg(dest)
+        .args(pkgs)
+        .arg("--repo")
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install failed: {}",
+        text(&out.stderr)
+    );
+}
+
+fn python(dest: &Path, code: &str) -> Output {
+    Command::new(dest.join("bin/run"))
+        .args(["python", "-c", code])
+        .output()
+        .unwrap()
+}
+
+/// What numpy does in the sandbox, exercising each of its compiled parts:
+/// the core and ufuncs (C), sorting and unique (C++), linalg (lapack-lite),
+/// fft (C++ pocketfft), random (Cython), float128 printing (the C
+/// library's long-double printf), and errors raised from C.
+const NUMPY_WORKS: &str = r#"
+import numpy as np, importlib.machinery, sys
+a = np.arange(12, dtype=np.float64).reshape(3, 4)
+assert (a @ a.T).tolist() == [[14.0, 38.0, 62.0], [38.0, 126.0, 214.0], [62.0, 214.0, 366.0]]
+assert np.allclose(np.linalg.inv(np.array([[4.0, 7.0], [2.0, 6.0]])) @ np.array([[4.0, 7.0], [2.0, 6.0]]), np.eye(2))
+assert np.allclose(np.linalg.eigvalsh(np.diag([3.0, 1.0, 2.0])), [1.0, 2.0, 3.0])
+assert np.allclose(np.fft.ifft(np.fft.fft(np.arange(8.0))).real, np.arange(8.0))
+x = np.random.default_rng(42).permutation(1000)
+assert np.sort(x).tolist() == list(range(1000))
+assert np.argsort(x)[0] == int(np.where(x == 0)[0][0])
+assert np.unique(np.array([3, 1, 3, 2, 1])).tolist() == [1, 2, 3]
+assert np.unique(np.array(["b", "a", "b"])).tolist() == ["a", "b"]
+assert str(np.longdouble(1) / 3).startswith("0.3333333333333333333333333333333")
+assert np.finfo(np.longdouble).bits == 128
+try:
+    np.ones(3) + np.ones(4)
+except ValueError as e:
+    assert "could not be broadcast" in str(e)
+else:
+    raise AssertionError("no broadcast error")
+assert np.array([1, 2, 3], dtype=np.int8).astype(np.float32).sum() == 6.0
+m = np._core._multiarray_umath
+assert m.__file__ == "/python/lib/python3.13/site-packages/numpy/_core/_multiarray_umath.cpython-313-wasm32-wasi.so", m.__file__
+assert isinstance(m.__spec__.loader, importlib.machinery.ExtensionFileLoader)
+print("numpy ok", np.__version__)
+"#;
+
+#[test]
+fn numpy_works_beside_lxml_and_goes_away_when_removed() {
+    let d = tempfile::tempdir().unwrap();
+    let dest = d.path().join("sandbox");
+    install_into(&dest, &["python", "tests", "lxml", "numpy"]);
+    let out = python(&dest, NUMPY_WORKS);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "numpy ok 2.5.5\n");
+
+    // Three native packages in one run, on the same data.
+    let together = "import sys; sys.path.insert(0, '/test/native'); \
+        import numpy as np, lxml.etree as et, pynbox_ext; \
+        doc = et.XML('<r>' + ''.join(f'<v>{i}</v>' for i in range(5)) + '</r>'); \
+        v = np.array([int(e.text) for e in doc.iterfind('v')]); \
+        print(int(v.sum()), pynbox_ext.sort_ints([int(i) for i in v[::-1]]))";
+    let out = python(&dest, together);
+    assert_eq!(
+        text(&out.stdout),
+        "10 [0, 1, 2, 3, 4]\n",
+        "{}",
+        text(&out.stderr)
+    );
+
+    // test_pynbox imports both native packages in one run when installed.
+    let out = Command::new(dest.join("bin/test_pynbox")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // C++ code that throws ends the guest with a line saying why, as
+    // std::terminate would; the host reports a guest crash.
+    // (np.unique of strings throws only when the allocator fails, which
+    // the memory limit makes happen.)
+    let out = Command::new(dest.join("bin/run"))
+        .args(["--memory", "96M", "python", "-c"])
+        .arg("import numpy as np; a = np.array([str(i) * 40 for i in range(250000)]); np.unique(a)")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("MemoryError")
+            || err.contains("C++ code threw an exception")
+            || err.contains("memory limit"),
+        "{err}"
+    );
+
+    let out = run(&["remove", &dest.display().to_string(), "numpy"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = python(&dest, "import numpy");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("No module named 'numpy'"));
+    let out = python(
+        &dest,
+        "import lxml.etree; print(lxml.etree.XML('<a/>').tag)",
+    );
+    assert_eq!(text(&out.stdout), "a\n", "{}", text(&out.stderr));
+    assert!(run(&["verify", &dest.display().to_string()])
+        .status
+        .success());
+}
+
+/// numpy's own test suite (numpy.test()'s selection: not the slow ones),
+/// inside the sandbox; failures must all be listed in
+/// recipes/numpy/known-failures.txt, and every entry must still fail.
+#[test]
+fn numpy_test_suite_passes_but_for_known_failures() {
+    let d = tempfile::tempdir().unwrap();
+    let dest = d.path().join("sandbox");
+    install_into(&dest, &["python", "numpy"]);
+    let out = Command::new(dest.join("bin/test_numpy")).output().unwrap();
+    let o = text(&out.stdout);
+    let summary = o
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("numpy tests: ") && l.contains("passed"))
+        .unwrap_or_default();
+    println!("{summary}");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        o.lines().rev().take(60).collect::<Vec<_>>().join("\n"),
+        text(&out.stderr)
+    );
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [passed, failed, known, ..] = numbers[..] else {
+        panic!("no summary line in:\n{o}");
+    };
+    assert_eq!(failed, known, "{summary}");
+    // The issue's goal: 95% of the tests that run pass.
+    assert!(passed * 100 >= (passed + failed) * 95, "{summary}");
+    assert!(
+        passed > 20_000,
+        "far fewer tests ran than numpy has: {summary}"
+    );
+}
