@@ -111,6 +111,9 @@ def main():
         # /dev/null, which the sandbox does not have (no test uses caplog).
         "-q", "-l", "--capture=sys", "-p", "no:cacheprovider", "-p", "no:faulthandler",
         "-p", "no:logging", "--continue-on-collection-errors",
+        # An explicit base for tmp_path: pytest's default asks os.getuid(),
+        # which WASI lacks (pytest knows this of Emscripten, not of WASI).
+        "--basetemp", os.path.join(_scratch, "pytest"),
         "-W", "ignore:Not importing directory",
         "-W", "ignore:the matrix subclass is not",
         "-W", "ignore:Importing from numpy.matlib is",
