@@ -37,6 +37,9 @@ STARTUP = {
     # A native package's modules: in the sandbox, side modules loaded at
     # import (etree and libxml2, libxslt, libexslt); natively, lxml's wheel.
     "start + import lxml.etree": "import lxml.etree",
+    # numpy's 21 side modules, C and C++; natively, numpy built from the
+    # same sdist (native_numpy()).
+    "start + import numpy": "import numpy",
 }
 COMPUTE = [
     "richards", "nbody", "float", "chaos", "deltablue", "go", "hexiom", "json_dumps", "json_loads",
@@ -64,9 +67,9 @@ def prepare(dest):
     sh("cargo", "build", "--release", "--quiet", "--bin", "pynbox", "--example", "bench_api", "--example", "bench_sessions", cwd=REPO, env=env)
     pynbox = cargo_target() / "release/pynbox"
     sh(str(pynbox), "build", "python", "tests", cwd=REPO)
-    sh(str(pynbox), "build", "lxml", cwd=REPO)
-    if not (dest / "bin/run").exists() or not (dest / "packages/lxml.installed").exists():
-        sh(str(pynbox), "install", str(dest), "python", "tests", "lxml", cwd=REPO)
+    sh(str(pynbox), "build", "lxml", "numpy", cwd=REPO)
+    if not (dest / "bin/run").exists() or not (dest / "packages/numpy.installed").exists():
+        sh(str(pynbox), "install", str(dest), "python", "tests", "lxml", "numpy", cwd=REPO)
     return pynbox
 
 
@@ -97,6 +100,54 @@ def native_lxml():
         wheel = next(dl.glob(f"{name}-{version}-cp313-*.whl"))
         with zipfile.ZipFile(wheel) as z:
             z.extractall(site)
+    return site
+
+
+NUMPY = ("numpy", "2.5.5", "5cddc243c75114ba845f01b1f87aca1572dbf7b6c2d88636ed3e1d2bccd7f1bf")
+NUMPY_WORKLOADS = ["creation", "ufuncs", "reductions", "sorting", "matmul", "fft"]
+
+
+def native_numpy(native):
+    """numpy built natively from the same sdist as the sandbox's (fetched by
+    `pynbox build numpy`), for the same native CPython, with numpy's
+    default CPU dispatch and, as in the sandbox, no BLAS/LAPACK (lapack-lite)
+    and no threads. Built once (minutes), cached by the sdist's sha256."""
+    name, version, sha = NUMPY
+    site = CACHE / "bench" / f"numpy-{version}-native" / "site"
+    if (site / "numpy").exists():
+        return site
+    import hashlib
+    import zipfile
+    sdist = CACHE / "sources" / f"numpy-{version}.tar.gz"
+    if not sdist.exists() or hashlib.sha256(sdist.read_bytes()).hexdigest() != sha:
+        sys.exit(f"{sdist} is missing or not the pinned numpy: `pynbox build numpy` fetches it")
+    cython = next((CACHE / "sources").glob("cython-*-py3-none-any.whl"), None)
+    if cython is None:
+        sys.exit("the Cython wheel is missing from ~/.cache/pynbox/sources: `pynbox build numpy` fetches it")
+    print("== building numpy natively for the baseline (once)", file=sys.stderr)
+    work = Path(tempfile.mkdtemp(prefix="numpy-native-", dir=CACHE / "bench"))
+    try:
+        with tarfile.open(sdist) as t:
+            t.extractall(work, filter="data")
+        src = work / f"numpy-{version}"
+        tools = work / "tools"
+        with zipfile.ZipFile(cython) as z:
+            z.extractall(tools)
+        (tools / "bin").mkdir()
+        (tools / "bin/cython").write_text(f"#!/bin/sh\nPYTHONPATH={tools} exec {native} -m cython \"$@\"\n")
+        (tools / "bin/cython").chmod(0o755)
+        env = dict(os.environ, PATH=f"{tools / 'bin'}:{os.environ['PATH']}")
+        sh(str(native), "vendored-meson/meson/meson.py", "setup", str(work / "build"), "-Dbuildtype=release",
+           "-Db_ndebug=if-release", "-Dpython.bytecompile=-1", "-Dallow-noblas=true", "-Dblas=none", "-Dlapack=none",
+           "-Ddisable-threading=true", f"--prefix={work / 'prefix'}", cwd=src, env=env, stdout=subprocess.DEVNULL)
+        sh("ninja", "-C", str(work / "build"), env=env, stdout=subprocess.DEVNULL)
+        sh(str(native), "vendored-meson/meson/meson.py", "install", "-C", str(work / "build"), "--destdir",
+           str(work / "destdir"), "--no-rebuild", cwd=src, env=env, stdout=subprocess.DEVNULL)
+        built = next((work / "destdir").rglob("site-packages/numpy")).parent
+        site.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(built), str(site))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return site
 
 
@@ -192,6 +243,9 @@ def run(args, dest, pynbox):
         if "lxml" in code:
             del cmds["system"]
             envs["native"] = dict(clean_env, PYTHONPATH=str(native_lxml()))
+        if "numpy" in code:
+            del cmds["system"]
+            envs["native"] = dict(clean_env, PYTHONPATH=str(native_numpy(native)))
         rows = {k: [] for k in cmds}
         rss = {k: [] for k in cmds}
         for _ in range(3):  # warm the page cache
@@ -214,20 +268,24 @@ def run(args, dest, pynbox):
     # Benchmarks that hold several take the name of the one to run.
     args_for = {"pickle": ["pickle"]}
     jobs = [(name, name, args_for.get(name, [])) for name in COMPUTE] + [LXML]
+    # numpy workloads (bench/numpy_bench.py), named numpy_*.
+    jobs += [(f"numpy_{w}", None, [w]) for w in NUMPY_WORKLOADS]
     for name, bm_name, extra in jobs:
         if only and name not in only:
             continue
-        bm = bm_root / f"bm_{bm_name}"
-        script = "run_benchmark.py"
+        bm = bm_root / f"bm_{bm_name}" if bm_name else stub
+        script = "run_benchmark.py" if bm_name else "numpy_bench.py"
         native_path = str(stub)
         if name == LXML[0]:
             native_path += os.pathsep + str(native_lxml())
+        if name.startswith("numpy_"):
+            native_path += os.pathsep + str(native_numpy(native))
         cmds = {
             "native": ([str(native), str(bm / script), "--values", "3", *extra], dict(clean_env, PYTHONPATH=native_path)),
             "sandbox": (sandbox + ["-m", f"{dest / 'root'}:/:ro", "-m", f"{bm}:/bm:ro", "-m", f"{stub}:/stub:ro",
                                    "-m", f"{scratch}:/tmp:rw", "-E", "PYTHONPATH=/stub", "python", f"/bm/{script}", "--values", "3", *extra], clean_env),
         }
-        if name != LXML[0]:
+        if name != LXML[0] and bm_name:
             cmds["system"] = ([system, str(bm / script), "--values", "3", *extra], dict(clean_env, PYTHONPATH=str(stub)))
         rows = {k: [] for k in cmds}
         try:
@@ -252,6 +310,10 @@ def run(args, dest, pynbox):
     results["first_run"] = first_run(pynbox, dest)
 
     compute = [b for b in COMPUTE + [LXML[0]] if b in results["benchmarks"]]
+    numpy_ratios = [results["benchmarks"][b]["sandbox"]["median"] / results["benchmarks"][b]["native"]["median"]
+                    for b in (f"numpy_{w}" for w in NUMPY_WORKLOADS) if b in results["benchmarks"]]
+    if numpy_ratios:
+        results["numpy_geomean_ratio"] = statistics.geometric_mean(numpy_ratios)
     ratios = [results["benchmarks"][b]["sandbox"]["median"] / results["benchmarks"][b]["native"]["median"] for b in compute]
     if ratios:
         results["compute_geomean_ratio"] = statistics.geometric_mean(ratios)
@@ -290,9 +352,12 @@ def summary(results):
         print(f"{name:<22} {n:11.1f} {s:11.1f} {s / n:6.2f}x {y}")
     if "compute_geomean_ratio" in results:
         worst = max((r["sandbox"]["median"] / r["native"]["median"], k) for k, r in results["benchmarks"].items()
-                    if not k.startswith("start"))
+                    if not k.startswith(("start", "numpy_")))
         print(f"\ncompute, geometric mean of sandbox/native: {results['compute_geomean_ratio']:.2f}x (target 1.3x); "
               f"worst {worst[1]} {worst[0]:.2f}x (target 2x)")
+    if "numpy_geomean_ratio" in results:
+        print(f"numpy workloads, geometric mean of sandbox/native: {results['numpy_geomean_ratio']:.2f}x "
+              "(native: the same numpy with its x86 SIMD dispatch; the sandbox's has none)")
     st = results["benchmarks"].get("start: -c pass")
     if st:
         print(f"peak RSS of -c pass: sandbox {st['peak_rss_kib']['sandbox'] / 1024:.1f} MiB, "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's whole test, as CI runs it: build pynbox, build the packages
 # (cached by their inputs), install the quick start into a fresh DEST, run
-# DEST/bin/test_pynbox, then every Rust test against that DEST (and the
+# DEST/bin/test_pynbox, then every Rust test against that DEST (among them
+# lxml's and numpy's own suites, tests/lxml.rs and tests/numpy.rs; and the
 # server's S3 session store against moto on loopback), then lints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,8 @@ say "build pynbox"
 cargo build --release --locked --all-targets
 pynbox=$CARGO_TARGET_DIR/release/pynbox
 
-say "build the python, tests and lxml packages (cached)"
-"$pynbox" build python tests lxml
+say "build the python, tests, lxml and numpy packages (cached)"
+"$pynbox" build python tests lxml numpy
 
 dest=$(mktemp -d "${TMPDIR:-/tmp}/pynbox-ci.XXXXXX")/sandbox
 trap 'rm -rf "$(dirname "$dest")"' EXIT

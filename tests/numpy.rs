@@ -41,10 +41,23 @@ fn python(dest: &Path, code: &str) -> Output {
         .unwrap()
 }
 
+/// Python with the install's root and a writable /data.
+fn python_with_data(dest: &Path, data: &Path, code: &str) -> Output {
+    Command::new(dest.join("bin/run"))
+        .arg("-m")
+        .arg(format!("{}:/:ro", dest.join("root").display()))
+        .arg("-m")
+        .arg(format!("{}:/data:rw", data.display()))
+        .args(["python", "-c", code])
+        .output()
+        .unwrap()
+}
+
 /// What numpy does in the sandbox, exercising each of its compiled parts:
 /// the core and ufuncs (C), sorting and unique (C++), linalg (lapack-lite),
 /// fft (C++ pocketfft), random (Cython), float128 printing (the C
-/// library's long-double printf), and errors raised from C.
+/// library's long-double printf), errors raised from C, np.save (C that
+/// would dup a descriptor), and the metadata pip and importlib read.
 const NUMPY_WORKS: &str = r#"
 import numpy as np, importlib.machinery, sys
 a = np.arange(12, dtype=np.float64).reshape(3, 4)
@@ -69,6 +82,12 @@ assert np.array([1, 2, 3], dtype=np.int8).astype(np.float32).sum() == 6.0
 m = np._core._multiarray_umath
 assert m.__file__ == "/python/lib/python3.13/site-packages/numpy/_core/_multiarray_umath.cpython-313-wasm32-wasi.so", m.__file__
 assert isinstance(m.__spec__.loader, importlib.machinery.ExtensionFileLoader)
+import importlib.metadata as md
+assert md.version("numpy") == np.__version__
+assert [e.value for e in md.entry_points(group="array_api")] == ["numpy"]
+with open("/data/a.npy", "wb") as f:
+    np.save(f, a)
+assert (np.load("/data/a.npy") == a).all()
 print("numpy ok", np.__version__)
 "#;
 
@@ -77,7 +96,8 @@ fn numpy_works_beside_lxml_and_goes_away_when_removed() {
     let d = tempfile::tempdir().unwrap();
     let dest = d.path().join("sandbox");
     install_into(&dest, &["python", "tests", "lxml", "numpy"]);
-    let out = python(&dest, NUMPY_WORKS);
+    let data = tempfile::tempdir().unwrap();
+    let out = python_with_data(&dest, data.path(), NUMPY_WORKS);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -107,24 +127,6 @@ fn numpy_works_beside_lxml_and_goes_away_when_removed() {
         "{}\n{}",
         text(&out.stdout),
         text(&out.stderr)
-    );
-
-    // C++ code that throws ends the guest with a line saying why, as
-    // std::terminate would; the host reports a guest crash.
-    // (np.unique of strings throws only when the allocator fails, which
-    // the memory limit makes happen.)
-    let out = Command::new(dest.join("bin/run"))
-        .args(["--memory", "96M", "python", "-c"])
-        .arg("import numpy as np; a = np.array([str(i) * 40 for i in range(250000)]); np.unique(a)")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("MemoryError")
-            || err.contains("C++ code threw an exception")
-            || err.contains("memory limit"),
-        "{err}"
     );
 
     let out = run(&["remove", &dest.display().to_string(), "numpy"]);

@@ -215,6 +215,8 @@ build_numpy() {
     run ninja -C "$dir/build" -j"$PYNBOX_JOBS"
     (cd "$dir/src" && run "$TOOLS/venv/bin/python" vendored-meson/meson/meson.py install \
         -C "$dir/build" --destdir "$dir/destdir" --no-rebuild)
+    # The core metadata, for the .dist-info a wheel would install.
+    cp "$dir/src/PKG-INFO" "$dir/PKG-INFO"
     rm -rf "$dir/src" "$dir/build"
 }
 BUILD_KEY=$(cache_key "$NUMPY_SHA256" "${PATCH_KEY[@]}" "$(basename "$PY_WORK")" "$(basename "$WASI_TOOLCHAIN")" "$WASI_CXX" \
@@ -248,6 +250,48 @@ nso=$(find "$SITE/numpy" -name "*$EXT" | wc -l)
 ((nso > 10)) || die "only $nso extension modules ($EXT) were installed: the numpy build is incomplete"
 # No DWARF (the name section stays, for trap backtraces).
 find "$SITE/numpy" -name '*.so' -exec "$WASI_STRIP" --strip-debug {} \;
+
+step "write numpy's .dist-info"
+# What a wheel installs beside the package, so that importlib.metadata
+# knows numpy (version, entry points such as array_api) and DEST/bin/pip
+# counts it as installed: pandas' requirement on numpy is met by this
+# package instead of a download that cannot build here. Entry points as in
+# numpy's pyproject.toml.
+DIST_INFO="$SITE/numpy-$NUMPY_VERSION.dist-info"
+mkdir -p "$DIST_INFO"
+cp "$BUILD/PKG-INFO" "$DIST_INFO/METADATA"
+grep -qx "Version: $NUMPY_VERSION" "$DIST_INFO/METADATA" || die "numpy's PKG-INFO is not for version $NUMPY_VERSION"
+echo pynbox >"$DIST_INFO/INSTALLER"
+cat >"$DIST_INFO/entry_points.txt" <<'EOF2'
+[array_api]
+numpy = numpy
+
+[console_scripts]
+f2py = numpy.f2py.f2py2e:main
+numpy-config = numpy._configtool:main
+
+[pkg_config]
+numpy = numpy._core.lib.pkgconfig
+
+[pyinstaller40]
+hook-dirs = numpy:_pyinstaller_hooks_dir
+EOF2
+# RECORD: every file with its sha256 (urlsafe base64, unpadded) and size.
+"$NATIVE_PYTHON" - "$SITE" "numpy-$NUMPY_VERSION.dist-info" <<'EOF2' || die "could not write numpy's RECORD"
+import base64, hashlib, os, sys
+site, info = sys.argv[1], sys.argv[2]
+rows = []
+for top in ("numpy", info):
+    for base, dirs, files in os.walk(os.path.join(site, top)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(base, name)
+            data = open(path, "rb").read()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            rows.append(f"{os.path.relpath(path, site)},sha256={digest},{len(data)}")
+rows.append(f"{info}/RECORD,,")
+open(os.path.join(site, info, "RECORD"), "w").write("\n".join(rows) + "\n")
+EOF2
 
 step "stage the test runner and its pure-Python requirements"
 TESTS="$ROOT/lib/numpy-tests"

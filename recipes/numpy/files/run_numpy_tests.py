@@ -22,6 +22,7 @@ site-packages, so that they never shadow packages a user installs.
 """
 
 import fnmatch
+import importlib.util
 import os
 import sys
 import time
@@ -66,15 +67,25 @@ class Outcomes:
 
     def pytest_runtest_logreport(self, report):
         if report.failed:
-            self.failed.setdefault(report.nodeid, _first_line(report))
+            self.failed.setdefault(self.test_id(report), _first_line(report))
         elif report.skipped:
-            self.skipped.add(report.nodeid)
+            self.skipped.add(self.test_id(report))
         elif report.passed and report.when == "call":
-            self.passed.add(report.nodeid)
+            self.passed.add(self.test_id(report))
 
     def pytest_collectreport(self, report):
         if report.failed:
-            self.failed.setdefault(report.nodeid, _first_line(report))
+            self.failed.setdefault(self.test_id(report), _first_line(report))
+
+    @staticmethod
+    def test_id(report):
+        # Relative to site-packages ("numpy/_core/tests/test_x.py::T::t[p]"):
+        # main() makes site-packages pytest's root directory, so that the
+        # known-failures list matches however the tests were named.
+        return report.nodeid
+
+
+_SITE = os.path.dirname(os.path.dirname(importlib.util.find_spec("numpy").origin))
 
 
 class NoDescriptorCapture:
@@ -114,6 +125,7 @@ def main():
         # An explicit base for tmp_path: pytest's default asks os.getuid(),
         # which WASI lacks (pytest knows this of Emscripten, not of WASI).
         "--basetemp", os.path.join(_scratch, "pytest"),
+        "--rootdir", _SITE,
         "-W", "ignore:Not importing directory",
         "-W", "ignore:the matrix subclass is not",
         "-W", "ignore:Importing from numpy.matlib is",
