@@ -104,6 +104,12 @@ class NoDescriptorCapture:
         pytest.skip("needs capfdbinary, which dup()s descriptors: WASI has no dup")
 
 
+def _matches(test_id, entry):
+    # An id as it is (parameters in brackets are not fnmatch classes), or a
+    # pattern.
+    return test_id == entry or fnmatch.fnmatchcase(test_id, entry)
+
+
 def _first_line(report):
     text = getattr(report, "longreprtext", "") or ""
     lines = [ln for ln in text.splitlines() if ln.startswith("E ")]
@@ -141,10 +147,8 @@ def main():
     # A test passed in its call but failed in teardown counts as failed.
     passed = outcomes.passed - set(outcomes.failed)
     failed = outcomes.failed
-    unknown = {t: why for t, why in failed.items()
-               if not any(fnmatch.fnmatchcase(t, p) for p in known)}
-    stale = [] if selected else [p for p in known
-                                 if not any(fnmatch.fnmatchcase(t, p) for t in failed)]
+    unknown = {t: why for t, why in failed.items() if not any(_matches(t, p) for p in known)}
+    stale = [] if selected else [p for p in known if not any(_matches(t, p) for t in failed)]
     ran = len(passed) + len(failed)
     print()
     print(f"numpy tests: {len(passed)} passed, {len(failed)} failed "
