@@ -11,24 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn install_into(dest: &Path, pkgs: &[&str]) {
-    let repo = repo().join("build/packages");
-    assert!(
-        repo.join("index.json").exists() && std::fs::read_dir(&repo).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("lxml.")),
-        "the lxml package is not built: run scripts/test.sh (or `pynbox build python lxml tests`) first"
-    );
-    let out = pynbox()
-        .arg("install")
-        .arg(dest)
-        .args(pkgs)
-        .arg("--repo")
-        .arg(&repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "install failed: {}",
-        text(&out.stderr)
-    );
+    install_built(dest, pkgs, "lxml");
 }
 
 fn python(dest: &Path, extra: &[&str], code: &str) -> Output {

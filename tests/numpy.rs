@@ -12,26 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn install_into(dest: &Path, pkgs: &[&str]) {
-    let repo = repo().join("build/packages");
-    assert!(
-        std::fs::read_dir(&repo)
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("numpy.")))
-            .unwrap_or(false),
-        "the numpy package is not built: run scripts/test.sh (or `pynbox build python tests lxml numpy`) first"
-    );
-    let out = pynbox()
-        .arg("install")
-        .arg(dest)
-        .args(pkgs)
-        .arg("--repo")
-        .arg(&repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "install failed: {}",
-        text(&out.stderr)
-    );
+    install_built(dest, pkgs, "numpy");
 }
 
 fn python(dest: &Path, code: &str) -> Output {

@@ -190,6 +190,32 @@ pub fn dest() -> PathBuf {
     .clone()
 }
 
+/// Installs `pkgs` into `dest` from `build/packages`, which must hold the
+/// package `needed` (else: how to build it).
+#[allow(dead_code)] // (not every test file installs packages)
+pub fn install_built(dest: &Path, pkgs: &[&str], needed: &str) {
+    let packages = repo().join("build/packages");
+    assert!(
+        std::fs::read_dir(&packages)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{needed}."))))
+            .unwrap_or(false),
+        "the {needed} package is not built: run scripts/test.sh (or `pynbox build python tests lxml numpy`) first"
+    );
+    let out = pynbox()
+        .arg("install")
+        .arg(dest)
+        .args(pkgs)
+        .arg("--repo")
+        .arg(&packages)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install failed: {}",
+        text(&out.stderr)
+    );
+}
+
 /// Spawns `cmd` with `r` as its descriptor 3 and `w` as its descriptor 4,
 /// as a parent shell would (`3<&r 4>&w`), and closes them here.
 pub fn spawn_with_fds_3_4(
