@@ -188,8 +188,9 @@ pkg_config_libdir = '$dir/pkgconfig'
 EOF
 }
 
-# patches/series: numpy's C made type-correct where wasm checks what native
-# code forgives (each patch says why).
+# patches/series: what wasm and WASI need of numpy: function types that
+# wasm checks, tests that import ctypes, files read and written without dup
+# (each patch says why).
 mapfile -t PATCHES < <(grep -v '^\s*#' "$HERE/patches/series" | sed '/^\s*$/d')
 PATCH_KEY=()
 for p in "${PATCHES[@]}"; do PATCH_KEY+=("$p" "@$HERE/patches/$p"); done
