@@ -87,6 +87,55 @@ fn numpy_works_beside_lxml_and_goes_away_when_removed() {
     );
     assert_eq!(text(&out.stdout), "numpy ok 2.5.5\n");
 
+    // DEST/bin/pip counts the package's numpy as installed: a wheel that
+    // requires numpy installs from a directory that has no numpy.
+    let wheels = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "needsnumpy/__init__.py".into(),
+            b"import numpy\nSUM = int(numpy.arange(4).sum())\n".to_vec(),
+        ),
+        (
+            "needsnumpy-1.0.dist-info/METADATA".into(),
+            b"Metadata-Version: 2.1\nName: needsnumpy\nVersion: 1.0\nRequires-Dist: numpy>=2.0\n"
+                .to_vec(),
+        ),
+        (
+            "needsnumpy-1.0.dist-info/WHEEL".into(),
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+                .to_vec(),
+        ),
+    ];
+    let mut record: String = files
+        .iter()
+        .map(|(p, d)| format!("{p},sha256={},{}\n", record_hash(d), d.len()))
+        .collect();
+    record.push_str("needsnumpy-1.0.dist-info/RECORD,,\n");
+    let mut entries = files;
+    entries.push((
+        "needsnumpy-1.0.dist-info/RECORD".into(),
+        record.into_bytes(),
+    ));
+    std::fs::write(
+        wheels.path().join("needsnumpy-1.0-py3-none-any.whl"),
+        zip_bytes(&entries),
+    )
+    .unwrap();
+    let out = pynbox()
+        .env("PYNBOX_PYPI_CACHE", wheels.path().join("cache"))
+        .args(["pip", "--dest"])
+        .arg(&dest)
+        .args(["install", "--no-index", "--no-preinit", "--find-links"])
+        .arg(wheels.path())
+        .arg("needsnumpy")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&python(&dest, "import needsnumpy; print(needsnumpy.SUM)").stdout),
+        "6\n"
+    );
+
     // Three native packages in one run, on the same data.
     let together = "import sys; sys.path.insert(0, '/test/native'); \
         import numpy as np, lxml.etree as et, pynbox_ext; \

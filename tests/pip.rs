@@ -48,21 +48,6 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// sha256 as RECORD writes it (urlsafe base64, no padding).
-fn record_hash(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let d = Sha256::digest(data);
-    let mut out = String::new();
-    for c in d.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=c.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 /// A wheel `name-version-py3-none-any.whl` (or with `tag`) holding `files`
 /// plus its dist-info: METADATA (with `meta` lines), WHEEL, optional
 /// entry_points.txt, and RECORD with real hashes.
@@ -121,17 +106,6 @@ impl<'a> WheelSpec<'a> {
             ..IndexFile::new(&self.filename(), zip_bytes(&entries))
         }
     }
-}
-
-fn zip_bytes(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for (p, d) in entries {
-        w.start_file(p.as_str(), opts).unwrap();
-        w.write_all(d).unwrap();
-    }
-    w.finish().unwrap().into_inner()
 }
 
 type Files = Arc<Mutex<BTreeMap<String, Vec<IndexFile>>>>;

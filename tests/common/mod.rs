@@ -249,3 +249,34 @@ pub fn spawn_with_fds_3_4(
     }
     child
 }
+
+/// sha256 as RECORD writes it (urlsafe base64, no padding).
+#[allow(dead_code)]
+pub fn record_hash(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(data);
+    let mut out = String::new();
+    for c in d.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=c.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A zip archive (a wheel) of `entries`.
+#[allow(dead_code)]
+pub fn zip_bytes(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (p, d) in entries {
+        w.start_file(p.as_str(), opts).unwrap();
+        w.write_all(d).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
