@@ -15,8 +15,9 @@ linked whole: their symbols count as defined and are all exported.
     python export_list.py NM CPYTHON_SYMBOLS (ARCHIVE | OBJECT.o)...
 
 CPYTHON_SYMBOLS: a file with the symbols CPython's objects define, one per
-line. NM: llvm-nm. An archive named earlier wins for a symbol that two
-define, as on the link line (libc-printscan-long-double.a before libc.a).
+line. NM: llvm-nm. When two archives define a symbol, the linker takes
+it from the one earlier on its command line (libc-printscan-long-double.a
+goes before libc.a there); this list only names the symbol.
 """
 import subprocess
 import sys
