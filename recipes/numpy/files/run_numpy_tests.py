@@ -58,7 +58,10 @@ def read_known_failures(path):
 
 
 class Outcomes:
-    """A pytest plugin that records each test's outcome by node id."""
+    """A pytest plugin that records each test's outcome by node id. Ids are
+    relative to site-packages ("numpy/_core/tests/test_x.py::T::t[p]"),
+    since main() makes that pytest's root directory: the known-failures
+    list then matches however the tests were named."""
 
     def __init__(self):
         self.passed = set()
@@ -67,22 +70,15 @@ class Outcomes:
 
     def pytest_runtest_logreport(self, report):
         if report.failed:
-            self.failed.setdefault(self.test_id(report), _first_line(report))
+            self.failed.setdefault(report.nodeid, _first_line(report))
         elif report.skipped:
-            self.skipped.add(self.test_id(report))
+            self.skipped.add(report.nodeid)
         elif report.passed and report.when == "call":
-            self.passed.add(self.test_id(report))
+            self.passed.add(report.nodeid)
 
     def pytest_collectreport(self, report):
         if report.failed:
-            self.failed.setdefault(self.test_id(report), _first_line(report))
-
-    @staticmethod
-    def test_id(report):
-        # Relative to site-packages ("numpy/_core/tests/test_x.py::T::t[p]"):
-        # main() makes site-packages pytest's root directory, so that the
-        # known-failures list matches however the tests were named.
-        return report.nodeid
+            self.failed.setdefault(report.nodeid, _first_line(report))
 
 
 _SITE = os.path.dirname(os.path.dirname(importlib.util.find_spec("numpy").origin))
