@@ -383,9 +383,9 @@ for sym in malloc _Znwm _ZNSt3__212__next_primeEm __cxa_throw; do
     grep -q -- "--export=$sym\$" "$D/exports.rsp" ||
         die "export_list.py did not export $sym: the C and C++ libraries would be missing for side modules (see $D/exports.rsp)"
 done
-# (The flags without the two files, whose directory moves once the build
-# entry is complete: a relinker passes DIR/pynbox_dynload.o, these flags and
-# @DIR/exports.rsp.)
+# (The flags without the files, whose directory moves once the build entry
+# is complete: a relinker passes DIR/pynbox_dynload.o, DIR/pynbox_cxxabi.o,
+# these flags, @DIR/exports.rsp and the archives in link-archives.)
 echo "-Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=__stack_pointer" >"$D/link-flags"
 # And how an extension module or library for this interpreter is built (what
 # sysconfig's CCSHARED and LDSHARED are elsewhere): position-independent,
@@ -393,6 +393,7 @@ echo "-Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=
 # nothing), importing what it does not define (the interpreter and the
 # libraries it needs provide it), internal references bound inside,
 # constructors exported for the loader. See docs/PACKAGES.md.
+echo "${EXTRA_ARCHIVES[*]}" >"$D/link-archives"
 echo "-fPIC -fvisibility=default" >"$D/side-cflags"
 echo "-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-entry -Wl,--unresolved-symbols=import-dynamic -Wl,--export-if-defined=__wasm_call_ctors" >"$D/side-ldflags"
 run make -s -C "$WASM/build" -f Makefile -f "$WASM/relink.mk" pynbox-relink \
