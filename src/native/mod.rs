@@ -216,20 +216,31 @@ impl NativeModules {
         // Spread over the cores: mapping is mostly Wasmtime reading each
         // module's metadata, independent per module (0.05-1 ms each).
         let modules: Vec<&InstalledModule> = self.installed.by_hash.values().collect();
+        let map = |m: &InstalledModule| {
+            let t = std::time::Instant::now();
+            if let Ok(file) = std::fs::File::open(&m.host_path) {
+                let _ = self.ready_from_file(&file);
+            }
+            crate::runtime::timing(&format!("map {}", m.guest_path), t);
+        };
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(modules.len().max(1));
+            .min(modules.len());
+        if workers <= 1 {
+            // (No thread to start for an install with one module or none,
+            // the common case, on every run's start.)
+            modules.into_iter().for_each(map);
+            return;
+        }
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(m) = modules.get(i) else { break };
-                    let t = std::time::Instant::now();
-                    if let Ok(file) = std::fs::File::open(&m.host_path) {
-                        let _ = self.ready_from_file(&file);
+                scope.spawn(|| {
+                    while let Some(m) =
+                        modules.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        map(m);
                     }
-                    crate::runtime::timing(&format!("map {}", m.guest_path), t);
                 });
             }
         });
