@@ -15,6 +15,7 @@
 //! assert_eq!(result.stdout, b"42\n");
 //! ```
 
+mod code_memory;
 pub mod descriptors;
 mod download;
 pub mod fuzzing;

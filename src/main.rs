@@ -849,6 +849,7 @@ fn run(a: RunArgs) -> ExitCode {
     }
     let verbose = std::env::var_os("VERBOSE").is_some_and(|v| v != "0" && !v.is_empty());
     // What the install placed, read while its receipts are still readable.
+    let read_started = std::time::Instant::now();
     let installed = match &a.native_modules {
         Some(dest) => match pynbox::native::Installed::read(dest) {
             Ok(i) => i,
@@ -856,6 +857,7 @@ fn run(a: RunArgs) -> ExitCode {
         },
         None => pynbox::native::Installed::none(),
     };
+    pynbox::runtime::timing("read the installed native modules", read_started);
     let installed = if a.allow_any_native_module {
         installed.allowing_any()
     } else {

@@ -175,6 +175,10 @@ impl Runtime {
         // Wasmtime checks this against the wasm stack even when, as here,
         // nothing runs asynchronously.
         config.async_stack_size(WASM_STACK + (1 << 20));
+        // Publishes code as Wasmtime would, except native modules' code
+        // mapped before the CLI's second wall (src/code_memory.rs).
+        #[cfg(unix)]
+        config.with_custom_code_memory(Some(crate::code_memory::CodeMemory::shared()));
         let engine = Engine::new(&config)
             .map_err(|e| Error::internal(format!("cannot set up Wasmtime: {e}")))?;
         let mut linker = Linker::new(&engine);
@@ -342,16 +346,7 @@ impl Runtime {
                     .unwrap()
                     .join(format!("{key}.cwasm"));
                 if let Some(module) = mapped(sha).or_else(|| self.load_cache_entry(&entry)) {
-                    // Only the dylink.0 section, which comes first and is
-                    // small: its first 64 KiB, unless that cuts it short.
-                    let head = read_head(file, 64 << 10)?;
-                    let info = match dylink::read_section(&head) {
-                        Err(_) if head.len() == 64 << 10 => {
-                            dylink::read_section(&read_head(file, dylink::MAX_SECTION)?)?
-                        }
-                        r => r?,
-                    };
-                    return Ok((module, info, sha.to_string()));
+                    return Ok((module, read_dylink(file)?, sha.to_string()));
                 }
             }
         }
@@ -378,6 +373,83 @@ impl Runtime {
                 .and_then(|_| write_atomically(&index, format!("{key}\n{id}\n{sha}\n").as_bytes()));
         }
         Ok((module, info, sha))
+    }
+
+    /// The compiled code of the installed side module open as `file`,
+    /// mapped with its code executable but not decoded (see
+    /// `src/code_memory.rs`); `None` if `pynbox install` did not compile
+    /// it into this cache or its entry fails its check. Reads the cache's
+    /// small index files only, not the module.
+    pub(crate) fn map_side_module(&self, file: &File) -> Option<MappedSide> {
+        let index = std::fs::read_to_string(self.identity_index(file, " side")?).ok()?;
+        let mut lines = index.lines();
+        let (key, _id, sha) = (lines.next()?, lines.next()?, lines.next()?);
+        let entry = self.cache_dir.as_ref()?.join(format!("{key}.cwasm"));
+        let code_identity = self.checked_cache_entry(&entry)?;
+        let code = self.map_checked_entry(key, &code_identity)?;
+        Some(MappedSide {
+            sha: sha.to_string(),
+            key: key.to_string(),
+            code_identity,
+            code,
+        })
+    }
+
+    /// Maps the cache entry `key` if it is still the version `identity`,
+    /// one whose hash [`checked_cache_entry`] checked.
+    ///
+    /// [`checked_cache_entry`]: Runtime::checked_cache_entry
+    pub(crate) fn map_checked_entry(
+        &self,
+        key: &str,
+        identity: &str,
+    ) -> Option<crate::code_memory::MappedCode> {
+        if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let entry = self.cache_dir.as_ref()?.join(format!("{key}.cwasm"));
+        let code = File::open(&entry).ok()?;
+        if open_file_identity(&code)? != identity {
+            return None; // replaced since the check
+        }
+        crate::code_memory::map_code(&self.engine, &code, identity).ok()
+    }
+
+    /// Where the record of how an install's side modules were mapped is
+    /// kept for this engine (see `NativeModules::preload`); `stamp` names
+    /// the install's state.
+    pub(crate) fn mapping_record(&self, stamp: &str) -> Option<PathBuf> {
+        let id = format!("mapping {stamp} {}", self.engine_hash());
+        Some(self.cache_dir.as_ref()?.join("files").join(format!(
+            "mapping-{}",
+            &blake3::hash(id.as_bytes()).to_hex()[..32]
+        )))
+    }
+
+    /// The side module open as `file`, whose code [`map_side_module`]
+    /// mapped: decoded now, in place, with its `dylink.0`.
+    ///
+    /// [`map_side_module`]: Runtime::map_side_module
+    pub(crate) fn side_module_mapped(
+        &self,
+        file: &File,
+        code: crate::code_memory::MappedCode,
+    ) -> Result<(Module, crate::native::dylink::DylinkInfo), String> {
+        Ok((self.module_from_mapped(code)?, read_dylink(file)?))
+    }
+
+    /// The module whose compiled code [`map_side_module`] mapped, decoded
+    /// in place.
+    ///
+    /// [`map_side_module`]: Runtime::map_side_module
+    pub(crate) fn module_from_mapped(
+        &self,
+        code: crate::code_memory::MappedCode,
+    ) -> Result<Module, String> {
+        // SAFETY: as in `load_cache_entry`: the mapping is of a cache entry
+        // this code wrote and whose hash was checked since it last changed
+        // (`map_checked_entry`).
+        unsafe { crate::code_memory::module(&self.engine, code) }
     }
 
     /// Compiles the native side module at `path` into the cache.
@@ -451,6 +523,19 @@ impl Runtime {
     /// from another Wasmtime or configuration is refused by Wasmtime's own
     /// header check and rebuilt.
     fn load_cache_entry(&self, entry: &Path) -> Option<Module> {
+        self.checked_cache_entry(entry)?;
+        // SAFETY: Wasmtime requires that deserialized code comes from
+        // `Module::serialize` of a trusted Wasmtime. The entry lives in the
+        // user's own cache directory, was written by this code, and its
+        // hash was checked since it last changed; Wasmtime checks that it
+        // matches this engine's version and settings. Entries are replaced
+        // by rename, never rewritten in place, so the mapping stays valid.
+        unsafe { Module::deserialize_file(&self.engine, entry) }.ok()
+    }
+
+    /// The entry's identity if its hash was checked since it last changed
+    /// (checking it now if not); `None` if it fails.
+    fn checked_cache_entry(&self, entry: &Path) -> Option<String> {
         let sum_path = entry.with_extension("sum");
         let sum = std::fs::read_to_string(&sum_path).ok()?;
         let mut lines = sum.lines();
@@ -465,14 +550,18 @@ impl Runtime {
             // Remember the check; if this fails, the next run checks again.
             let _ = std::fs::write(&sum_path, format!("{hash}\n{identity}\n"));
         }
-        // SAFETY: Wasmtime requires that deserialized code comes from
-        // `Module::serialize` of a trusted Wasmtime. The entry lives in the
-        // user's own cache directory, was written by this code, and its
-        // hash was checked since it last changed; Wasmtime checks that it
-        // matches this engine's version and settings. Entries are replaced
-        // by rename, never rewritten in place, so the mapping stays valid.
-        unsafe { Module::deserialize_file(&self.engine, entry) }.ok()
+        Some(identity)
     }
+}
+
+/// An installed side module's code, mapped by [`Runtime::map_side_module`].
+pub(crate) struct MappedSide {
+    /// sha256 of the module's bytes.
+    pub sha: String,
+    /// Its cache entry, and that entry's identity when its hash was checked.
+    pub key: String,
+    pub code_identity: String,
+    pub code: crate::code_memory::MappedCode,
 }
 
 /// A runtime of each [`Interruption`], for compiling a program ahead for
@@ -482,6 +571,19 @@ pub fn all_runtimes(cache_dir: Option<PathBuf>) -> Result<Vec<Runtime>, Error> {
         .into_iter()
         .map(|how| Runtime::with_interruption(cache_dir.clone(), how))
         .collect()
+}
+
+/// A side module's `dylink.0` section, which comes first and is small:
+/// read from its first 64 KiB, unless that cuts it short.
+fn read_dylink(file: &File) -> Result<crate::native::dylink::DylinkInfo, String> {
+    use crate::native::dylink;
+    let head = read_head(file, 64 << 10)?;
+    match dylink::read_section(&head) {
+        Err(_) if head.len() == 64 << 10 => {
+            dylink::read_section(&read_head(file, dylink::MAX_SECTION)?)
+        }
+        r => r,
+    }
 }
 
 /// Device, inode, size and modification and change times of an open file.

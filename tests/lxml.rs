@@ -82,6 +82,25 @@ fn lxml_works_inside_and_goes_away_when_removed() {
                 print(lxml.etree.XML('<a><b/></a>').xpath('count(//b)'), pynbox_ext.helper_add(2, 3))";
     let out = python(&dest, &[], both);
     assert_eq!(text(&out.stdout), "1.0 5\n", "{}", text(&out.stderr));
+    // The runs keep the install's module list in its cache, made again
+    // when a receipt changes; a damaged list is read past, then replaced.
+    let list = dest.join("cache/native-modules");
+    let listed = std::fs::read_to_string(&list).unwrap();
+    assert!(
+        listed.contains(
+            " root/python/lib/python3.13/site-packages/lxml/etree.cpython-313-wasm32-wasi.so\n"
+        ),
+        "{listed}"
+    );
+    assert!(listed.ends_with("end\n"), "{listed}");
+    let head: String = listed.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&list, format!("{head}{} root/x.so\nend\n", "0".repeat(63))).unwrap();
+    let out = python(&dest, &[], both);
+    assert_eq!(text(&out.stdout), "1.0 5\n", "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&list).unwrap().lines().count(),
+        listed.lines().count()
+    );
     let data = data_dir();
     let mounts = [
         "-m".to_string(),
@@ -113,6 +132,7 @@ fn lxml_works_inside_and_goes_away_when_removed() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = python(&dest, &[], "import lxml");
     assert_eq!(out.status.code(), Some(1));
+    assert!(!std::fs::read_to_string(&list).unwrap().contains("lxml"));
     assert!(!dest
         .join("root/python/lib/python3.13/site-packages/lxml.libs")
         .exists());

@@ -53,6 +53,9 @@ pub struct Installed {
     /// Any module may be loaded, also one the guest wrote
     /// ([`Installed::allowing_any`]).
     any: bool,
+    /// The install's receipts' identities, when read from an install:
+    /// names its state for the record of how its modules were mapped.
+    stamp: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,7 +73,21 @@ impl Installed {
     }
 
     /// The `.so` files installed in `dest` (`pynbox install DEST ...`).
+    ///
+    /// Every run needs this list, and the receipts it comes from are large
+    /// (about 1 MB of JSON with numpy installed, 1.7 ms to parse), so the
+    /// list is kept in `DEST/cache/native-modules`, stamped with the
+    /// receipts' identities: any install or removal changes a receipt, and
+    /// with it the stamp, and the list is made again.
     pub fn read(dest: &Path) -> Result<Installed, Error> {
+        let stamp = receipts_stamp(dest);
+        let list = dest.join("cache").join(MODULE_LIST);
+        if let Some(installed) = stamp
+            .as_deref()
+            .and_then(|stamp| read_module_list(&list, stamp, dest))
+        {
+            return Ok(Installed { stamp, ..installed });
+        }
         let installed = crate::install::Dest::open(dest, false)
             .map_err(|e| Error::input(format!("{}: {e}", dest.display())))?;
         let receipts = installed
@@ -93,9 +110,14 @@ impl Installed {
                 }
             }
         }
+        if let Some(stamp) = &stamp {
+            // A list that cannot be written only costs the next run time.
+            let _ = write_module_list(&list, stamp, dest, &by_hash);
+        }
         Ok(Installed {
             by_hash,
             any: false,
+            stamp,
         })
     }
 
@@ -120,6 +142,7 @@ impl Installed {
         Ok(Installed {
             by_hash,
             any: false,
+            stamp: None,
         })
     }
 
@@ -152,6 +175,88 @@ impl Installed {
     }
 }
 
+/// The list of an install's native modules, in its cache (see
+/// [`Installed::read`]).
+const MODULE_LIST: &str = "native-modules";
+const MODULE_LIST_HEADER: &str = "pynbox native modules 1";
+
+/// The identities of `dest`'s receipts (name, size, inode, times), which
+/// change whenever a package is installed, upgraded or removed.
+fn receipts_stamp(dest: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for e in std::fs::read_dir(dest.join("packages")).ok()? {
+        let e = e.ok()?;
+        let name = e.file_name().into_string().ok()?;
+        if name.ends_with(".installed") {
+            let file = std::fs::File::open(e.path()).ok()?;
+            parts.push(format!(
+                "{name}={}",
+                crate::runtime::open_file_identity(&file)?
+            ));
+        }
+    }
+    parts.sort();
+    let stamp = parts.join(" ");
+    (!stamp.contains('\n')).then_some(stamp)
+}
+
+/// The list made for exactly these receipts, if there is one and it reads
+/// whole.
+fn read_module_list(list: &Path, stamp: &str, dest: &Path) -> Option<Installed> {
+    let text = std::fs::read_to_string(list).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != MODULE_LIST_HEADER || lines.next()? != stamp {
+        return None;
+    }
+    let mut by_hash = HashMap::new();
+    let mut ended = false;
+    for line in lines {
+        if line == "end" {
+            ended = true;
+            break;
+        }
+        let (sha, path) = line.split_once(' ')?;
+        let below_root = path.strip_prefix("root/")?;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        if !is_module_name(below_root) || below_root.split('/').any(|c| c == ".." || c.is_empty()) {
+            return None;
+        }
+        by_hash.insert(
+            sha.to_ascii_lowercase(),
+            InstalledModule {
+                guest_path: format!("/{below_root}"),
+                host_path: dest.join(path),
+            },
+        );
+    }
+    ended.then_some(Installed {
+        by_hash,
+        any: false,
+        stamp: None,
+    })
+}
+
+fn write_module_list(
+    list: &Path,
+    stamp: &str,
+    dest: &Path,
+    by_hash: &HashMap<String, InstalledModule>,
+) -> std::io::Result<()> {
+    let mut text = format!("{MODULE_LIST_HEADER}\n{stamp}\n");
+    for (sha, m) in by_hash {
+        let path = m.host_path.strip_prefix(dest).ok().and_then(|p| p.to_str());
+        match path {
+            Some(p) if !p.contains('\n') => text.push_str(&format!("{sha} {p}\n")),
+            _ => return Ok(()), // not expressible: read the receipts each run
+        }
+    }
+    text.push_str("end\n");
+    std::fs::create_dir_all(list.parent().unwrap_or(Path::new(".")))?;
+    crate::runtime::write_atomically(list, text.as_bytes())
+}
+
 /// Whether a file below the root is a native module by its name: an
 /// extension module or a shared library (`x.so`, `libfoo.so.2`).
 pub fn is_module_name(path: &str) -> bool {
@@ -177,8 +282,9 @@ pub struct NativeModules {
     installed: Installed,
     runtime: Option<Runtime>,
     /// Modules made ready: by sha256, and the sha256 by file identity,
-    /// so that a module made ready once (the CLI's preload, before its
-    /// second wall forbids new executable memory) is not mapped again.
+    /// so that a module made ready once is not mapped again; and the code
+    /// the CLI's preload mapped before its second wall forbids new
+    /// executable memory.
     ready: Mutex<Prepared>,
 }
 
@@ -186,6 +292,9 @@ pub struct NativeModules {
 struct Prepared {
     by_hash: HashMap<String, Arc<Ready>>,
     by_identity: HashMap<String, String>,
+    /// Code [`NativeModules::preload`] mapped, by sha256, until the
+    /// module is first loaded and becomes [`Ready`].
+    mapped: HashMap<String, crate::code_memory::MappedCode>,
 }
 
 impl NativeModules {
@@ -206,44 +315,94 @@ impl NativeModules {
         })
     }
 
-    /// Maps every installed module's compiled code now (from the cache
-    /// `pynbox install` filled: by file identity, without reading the
-    /// files whole). For a process that is about to forbid itself new
-    /// executable memory (the CLI's second wall): afterwards a load only
-    /// instantiates. A module that fails here fails again, with its
-    /// message, when the guest asks for it.
+    /// Maps every installed module's compiled code now, from the cache
+    /// `pynbox install` filled (found by file identity, without reading
+    /// the modules), with its machine code executable but not yet decoded:
+    /// for a process about to forbid itself new executable memory (the
+    /// CLI's second wall). A module is decoded when a guest first loads
+    /// it, so a run pays only for what it imports. A module the cache
+    /// cannot serve this way is made ready now, whole; one that fails
+    /// fails again, with its message, when the guest asks for it.
+    ///
+    /// What was mapped is recorded in the cache for the install's state
+    /// (its receipts) and this engine: module, file identity, cache entry
+    /// and the entry's checked identity. The next run maps from the record
+    /// with a few system calls a module, without opening the modules or
+    /// the cache's index; an entry that changed since is found by its
+    /// identity and takes the long way.
     pub fn preload(&self) {
-        // Spread over the cores: mapping is mostly Wasmtime reading each
-        // module's metadata, independent per module (0.05-1 ms each).
-        let modules: Vec<&InstalledModule> = self.installed.by_hash.values().collect();
-        let map = |m: &InstalledModule| {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let record = self
+            .installed
+            .stamp
+            .as_deref()
+            .and_then(|stamp| runtime.mapping_record(stamp));
+        let mut lines = Vec::new();
+        let mut left: HashMap<&String, &InstalledModule> = self.installed.by_hash.iter().collect();
+        if let Some(text) = record
+            .as_ref()
+            .and_then(|r| std::fs::read_to_string(r).ok())
+        {
+            for line in text.lines() {
+                let mut f = line.split('\t');
+                let (Some(sha), Some(identity), Some(key), Some(code_identity), None) =
+                    (f.next(), f.next(), f.next(), f.next(), f.next())
+                else {
+                    continue;
+                };
+                if !left.contains_key(&sha.to_string()) {
+                    continue;
+                }
+                if let Some(code) = runtime.map_checked_entry(key, code_identity) {
+                    let mut prepared = self.ready.lock().unwrap();
+                    prepared
+                        .by_identity
+                        .insert(identity.to_string(), sha.to_string());
+                    prepared.mapped.insert(sha.to_string(), code);
+                    left.remove(&sha.to_string());
+                    lines.push(line.to_string());
+                }
+            }
+            if left.is_empty() {
+                return;
+            }
+        }
+        let mut whole = Vec::new();
+        for m in left.into_values() {
             let t = std::time::Instant::now();
-            if let Ok(file) = std::fs::File::open(&m.host_path) {
-                let _ = self.ready_from_file(&file);
+            let Ok(file) = std::fs::File::open(&m.host_path) else {
+                continue;
+            };
+            let identity = crate::runtime::open_file_identity(&file);
+            match (identity, runtime.map_side_module(&file)) {
+                (Some(identity), Some(side)) if self.installed.by_hash.contains_key(&side.sha) => {
+                    lines.push(format!(
+                        "{}\t{identity}\t{}\t{}",
+                        side.sha, side.key, side.code_identity
+                    ));
+                    let mut prepared = self.ready.lock().unwrap();
+                    prepared.by_identity.insert(identity, side.sha.clone());
+                    prepared.mapped.insert(side.sha, side.code);
+                }
+                _ => whole.push(file),
             }
             crate::runtime::timing(&format!("map {}", m.guest_path), t);
-        };
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(modules.len());
-        if workers <= 1 {
-            // (No thread to start for an install with one module or none,
-            // the common case, on every run's start.)
-            modules.into_iter().for_each(map);
-            return;
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    while let Some(m) =
-                        modules.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        map(m);
-                    }
+        if let Some(record) = record {
+            // Only well-formed lines (identities hold no tabs or newlines);
+            // a record that cannot be written costs the next run time.
+            lines.retain(|l| l.split('\t').count() == 4 && !l.contains('\n'));
+            lines.sort();
+            let _ =
+                std::fs::create_dir_all(record.parent().unwrap_or(Path::new("."))).and_then(|_| {
+                    crate::runtime::write_atomically(&record, lines.join("\n").as_bytes())
                 });
-            }
-        });
+        }
+        for file in whole {
+            let _ = self.ready_from_file(&file);
+        }
     }
 
     /// The module open as `file`, if it is an installed one.
@@ -272,11 +431,31 @@ impl NativeModules {
                 return Ok(r.clone());
             }
         }
-        let mapped = |sha: &str| {
+        let premapped = identity.as_ref().and_then(|i| {
             let prepared = self.ready.lock().unwrap();
-            prepared.by_hash.get(sha).map(|r| r.module.clone())
+            let sha = prepared.by_identity.get(i)?;
+            Some((sha.clone(), *prepared.mapped.get(sha)?))
+        });
+        let (module, info, hash) = match premapped {
+            Some((sha, code)) => {
+                let (module, info) = runtime.side_module_mapped(file, code)?;
+                (module, info, sha)
+            }
+            None => {
+                // The same bytes in another file (a copy) use the code
+                // already made ready or mapped.
+                let mapped = |sha: &str| {
+                    let prepared = self.ready.lock().unwrap();
+                    if let Some(r) = prepared.by_hash.get(sha) {
+                        return Some(r.module.clone());
+                    }
+                    let code = *prepared.mapped.get(sha)?;
+                    drop(prepared);
+                    runtime.module_from_mapped(code).ok()
+                };
+                runtime.side_module(file, &installed, &mapped)?
+            }
         };
-        let (module, info, hash) = runtime.side_module(file, &installed, &mapped)?;
         if !self.installed.by_hash.contains_key(&hash) {
             // A module of the guest's own (allowing_any): not kept, so that
             // guests writing module after module cannot grow this table.
