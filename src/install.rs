@@ -583,6 +583,18 @@ impl Dest {
                         .rename(&tmp, &self.dir, &f.path)
                         .map_err(io_err(format!("installing {}", f.path)))?;
                 }
+                StagedFrom::LinkTo(source) => {
+                    let tmp = format!("{}.pynbox-new", f.path);
+                    let _ = self.dir.remove_file(&tmp);
+                    if self.dir.hard_link(source, &self.dir, &tmp).is_err() {
+                        self.dir
+                            .copy(source, &self.dir, &tmp)
+                            .map_err(io_err(format!("writing {}", f.path)))?;
+                    }
+                    self.dir
+                        .rename(&tmp, &self.dir, &f.path)
+                        .map_err(io_err(format!("installing {}", f.path)))?;
+                }
             }
         }
         self.write_receipt(&Receipt {
@@ -616,6 +628,9 @@ pub(crate) enum StagedFrom {
     Staging(String),
     /// Bytes written by pynbox itself, and whether they are executable.
     Bytes(Vec<u8>, bool),
+    /// A hard link of a DEST-relative file committed before it in the same
+    /// package (a copy where the file system has no hard links).
+    LinkTo(String),
 }
 
 /// One outcome line per package, for the caller to print.
@@ -975,24 +990,6 @@ fi
 dest=$here/..
 "#;
 
-fn run_script() -> String {
-    let preinit = crate::preinit::INSTALL_PATH;
-    format!(
-        r#"{SCRIPT_HEAD}if [ $# -eq 0 ]; then
-  dest=$(CDPATH= cd -- "$dest" && pwd -P) || exit 125
-  echo "Usage: $0 [OPTIONS] PROGRAM [ARGS...]"
-  echo
-  echo "Runs PROGRAM in this sandbox: 'python' (the installed interpreter, interactive"
-  echo "with no arguments), or a path inside the sandbox such as /test/test_pynbox_native.wasm."
-  echo "Default mount, used when no -m is given: $dest/root:/:ro"
-  echo
-  exec "$here/pynbox" run --help
-fi
-exec "$here/pynbox" run --default-mount "$dest/root:/:ro" --guest-program --cache-dir "$dest/cache" --preinit "$dest/{preinit}" --native-modules "$dest" "$@"
-"#
-    )
-}
-
 /// `bin/pip`: installs distributions from a Python package index into
 /// this DEST (src/pypi/). The work is done on the host by pynbox; only the
 /// installed files and console scripts are for the sandbox.
@@ -1046,8 +1043,14 @@ pub(crate) fn install_runner(dest: &Dest, log: Log) -> Result<()> {
         Runner::Skip => return Ok(()),
     };
     let bin = std::fs::read(&exe).map_err(io_err(format!("reading {}", exe.display())))?;
-    let script = run_script().into_bytes();
     let pip = pip_script().into_bytes();
+    // bin/run is the same executable, which knows it is bin/run by its
+    // name (src/main.rs `as_bin_run`): no shell starts in front of a run.
+    let run = FileEntry {
+        path: "bin/run".into(),
+        size: bin.len() as u64,
+        sha256: sha256_hex(&bin),
+    };
     let files = vec![
         (
             FileEntry {
@@ -1057,14 +1060,7 @@ pub(crate) fn install_runner(dest: &Dest, log: Log) -> Result<()> {
             },
             StagedFrom::Bytes(bin, true),
         ),
-        (
-            FileEntry {
-                path: "bin/run".into(),
-                size: script.len() as u64,
-                sha256: sha256_hex(&script),
-            },
-            StagedFrom::Bytes(script, true),
-        ),
+        (run, StagedFrom::LinkTo("bin/pynbox".into())),
         (
             FileEntry {
                 path: "bin/pip".into(),

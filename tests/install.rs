@@ -257,6 +257,22 @@ fn install_is_relocatable_and_run_prints_usage() {
         .output()
         .unwrap();
     has_line(&out, "ls /demo: ok probe.wasm");
+    // bin/run is pynbox itself (no shell in front), and knows its DEST
+    // also when started through a symlink of another name.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let run = std::fs::metadata(moved.join("bin/run")).unwrap();
+        let pynbox = std::fs::metadata(moved.join("bin/pynbox")).unwrap();
+        assert_eq!((run.dev(), run.ino()), (pynbox.dev(), pynbox.ino()));
+        let link = d.path().join("sandbox-run");
+        std::os::unix::fs::symlink(moved.join("bin/run"), &link).unwrap();
+        let out = Process::new(&link)
+            .args(["/demo/probe.wasm", "ls", "/demo"])
+            .output()
+            .unwrap();
+        has_line(&out, "ls /demo: ok probe.wasm");
+    }
     let out = Process::new(moved.join("bin/run")).output().unwrap();
     let o = text(&out.stdout);
     assert!(o.contains("Usage:"), "{o}");
