@@ -101,8 +101,6 @@ const MAX_CODE_FILE: u64 = 1 << 30;
 /// process and engine.
 #[cfg(unix)]
 pub(crate) fn map_code(engine: &Engine, file: &File, identity: &str) -> Result<MappedCode, String> {
-    use object::read::elf::ElfFile64;
-    use object::{Object, ObjectSection};
     if let Some(slot) = mapped()
         .lock()
         .unwrap()
@@ -140,13 +138,12 @@ pub(crate) fn map_code(engine: &Engine, file: &File, identity: &str) -> Result<M
     // SAFETY: `base` is a readable mapping of `len` bytes, alive for the
     // process (see `MappedCode`).
     let bytes = unsafe { std::slice::from_raw_parts(base as *const u8, len) };
-    // Only the ELF header and section table are read here; the sections
-    // stay on disk until used.
-    let text = match ElfFile64::<object::Endianness>::parse(bytes) {
-        Ok(elf) => match elf.section_by_name(".text").and_then(|s| s.file_range()) {
-            Some((offset, size)) => offset as usize..(offset + size) as usize,
-            None => return unmap("no .text section".into()),
-        },
+    // Only the ELF header and the section table are read here (not the
+    // symbol table, as a whole-file parse would); the sections stay on
+    // disk until used.
+    let text = match text_range(bytes) {
+        Ok(Some(text)) => text,
+        Ok(None) => return unmap("no .text section".into()),
         Err(e) => return unmap(format!("not a compiled module: {e}")),
     };
     let page = page_size();
@@ -183,6 +180,22 @@ pub(crate) fn map_code(engine: &Engine, file: &File, identity: &str) -> Result<M
             module: None,
         });
     Ok(code)
+}
+
+/// Where the `.text` section of the ELF image `bytes` is.
+fn text_range(bytes: &[u8]) -> object::read::Result<Option<Range<usize>>> {
+    use object::read::elf::{FileHeader, SectionHeader};
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(bytes)?;
+    let endian = header.endian()?;
+    let sections = header.sections(endian, bytes)?;
+    for section in sections.iter() {
+        if sections.section_name(endian, section)? == b".text" {
+            return Ok(section
+                .file_range(endian)
+                .map(|(offset, size)| offset as usize..(offset + size) as usize));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(not(unix))]

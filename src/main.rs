@@ -956,6 +956,14 @@ fn run(a: RunArgs) -> ExitCode {
         Err(e) => return fail(e.kind(), e),
     };
     let started = std::time::Instant::now();
+    // The installed native modules' code is mapped now, before the second
+    // wall forbids new executable memory, on a thread of its own while
+    // this one loads the program (both are mostly waiting on the kernel).
+    let native = pynbox::native::NativeModules::new(&runtime, installed);
+    let preloading = (!native.is_empty()).then(|| {
+        let native = native.clone();
+        std::thread::spawn(move || native.preload())
+    });
     let in_guest = program == "python" || a.guest_program;
     let (loaded, arg0) = if in_guest {
         let guest_path = if program == "python" {
@@ -995,10 +1003,9 @@ fn run(a: RunArgs) -> ExitCode {
     };
     pynbox::runtime::timing("read and load the program", started);
 
-    // Their machine code is mapped now: once the second wall stands, no
-    // new executable memory can be made.
-    let native = pynbox::native::NativeModules::new(&runtime, installed);
-    native.preload();
+    if let Some(p) = preloading {
+        let _ = p.join();
+    }
     pynbox::runtime::timing("map the native modules' code", started);
 
     let mut sandbox = Sandbox::new(&program)

@@ -307,6 +307,11 @@ impl NativeModules {
         })
     }
 
+    /// Whether no module is installed (and none other may load).
+    pub fn is_empty(&self) -> bool {
+        self.installed.is_empty() && !self.installed.any
+    }
+
     pub fn new(runtime: &Runtime, installed: Installed) -> Arc<NativeModules> {
         Arc::new(NativeModules {
             installed,
@@ -331,6 +336,12 @@ impl NativeModules {
     /// the cache's index; an entry that changed since is found by its
     /// identity and takes the long way.
     pub fn preload(&self) {
+        let t = std::time::Instant::now();
+        self.map_installed();
+        crate::runtime::timing("preload", t);
+    }
+
+    fn map_installed(&self) {
         let Some(runtime) = &self.runtime else {
             return;
         };
