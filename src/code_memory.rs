@@ -351,12 +351,7 @@ mod tests {
         // the code runs.
         // SAFETY: `compiled` came from `serialize` above.
         let module = unsafe { module(&engine, code) }.unwrap();
-        let mut store = Store::new(&engine, ());
-        let instance = Instance::new(&mut store, &module, &[]).unwrap();
-        let answer = instance
-            .get_typed_func::<(), i32>(&mut store, "answer")
-            .unwrap();
-        assert_eq!(answer.call(&mut store, ()).unwrap(), 42);
+        assert_eq!(answer(&engine, &module), 42);
 
         // The same file version maps once, and is decoded once: a second
         // module over the same code would clash in Wasmtime's registry of
@@ -374,12 +369,17 @@ mod tests {
         assert_ne!(elsewhere, code);
         // SAFETY: as above.
         let third = unsafe { super::module(&other, elsewhere) }.unwrap();
-        let mut store = Store::new(&other, ());
-        let instance = Instance::new(&mut store, &third, &[]).unwrap();
+        assert_eq!(answer(&other, &third), 42);
+    }
+
+    /// What the test module's `answer` returns.
+    fn answer(engine: &Engine, module: &Module) -> i32 {
+        let mut store = Store::new(engine, ());
+        let instance = Instance::new(&mut store, module, &[]).unwrap();
         let answer = instance
             .get_typed_func::<(), i32>(&mut store, "answer")
             .unwrap();
-        assert_eq!(answer.call(&mut store, ()).unwrap(), 42);
+        answer.call(&mut store, ()).unwrap()
     }
 
     #[test]
