@@ -379,13 +379,33 @@ EXTRA_ARCHIVES=("$wasi_lib/libc-printscan-long-double.a" "$WASI_CXX_LIBDIR/libc+
     "$wasi_lib/libwasi-emulated-process-clocks.a" \
     "$WASI_TOOLCHAIN/resource/lib/wasm32-unknown-wasip1/libclang_rt.builtins.a" \
     "${EXTRA_ARCHIVES[1]}" "${EXTRA_ARCHIVES[2]}" >"$D/exports.rsp"
-for sym in malloc _Znwm _ZNSt3__212__next_primeEm __cxa_throw; do
+# The C++ library's symbols go into a table in the interpreter's memory
+# instead of its export section, which Wasmtime decodes at every start
+# (files/cxx_symbols.py says how; the loader reads the table). Their wasm
+# signatures come from a throwaway link of the C++ library alone.
+grep -- "--export=_Z" "$D/exports.rsp" >"$R/cxx.rsp" || die "export_list.py exported no C++ symbols"
+grep -v -- "--export=_Z" "$D/exports.rsp" >"$R/exports-c.rsp"
+run "$WASI_CC" -nostartfiles -Wl,--no-entry -Wl,--allow-undefined -Wl,--import-memory @"$R/cxx.rsp" \
+    "$D/pynbox_cxxabi.o" "${EXTRA_ARCHIVES[1]}" "${EXTRA_ARCHIVES[2]}" -o "$R/cxx.wasm"
+"$BUILD_PYTHON" "$HERE/files/cxx_symbols.py" "$R/cxx.wasm" >"$R/pynbox_cxx_symbols.c"
+run "$WASI_CC" -O2 -Wall -Werror -c "$R/pynbox_cxx_symbols.c" -o "$D/pynbox_cxx_symbols.o"
+{
+    cat "$R/exports-c.rsp"
+    echo "-Wl,--export=pynbox_cxx_symbols"
+    echo "-Wl,--export=pynbox_cxx_symbol_count"
+} >"$D/exports.rsp"
+for sym in malloc __cxa_throw; do
     grep -q -- "--export=$sym\$" "$D/exports.rsp" ||
-        die "export_list.py did not export $sym: the C and C++ libraries would be missing for side modules (see $D/exports.rsp)"
+        die "export_list.py did not export $sym: the C library would be missing for side modules (see $D/exports.rsp)"
+done
+for sym in _Znwm _ZNSt3__212__next_primeEm; do
+    grep -q "\"$sym\"" "$R/pynbox_cxx_symbols.c" ||
+        die "the C++ symbol table lacks $sym: side modules could not use the C++ library (see $R/pynbox_cxx_symbols.c)"
 done
 # (The flags without the files, whose directory moves once the build entry
 # is complete: a relinker passes DIR/pynbox_dynload.o, DIR/pynbox_cxxabi.o,
-# these flags, @DIR/exports.rsp and the archives in link-archives.)
+# DIR/pynbox_cxx_symbols.o, these flags, @DIR/exports.rsp and the archives
+# in link-archives.)
 echo "-Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=__stack_pointer" >"$D/link-flags"
 # And how an extension module or library for this interpreter is built (what
 # sysconfig's CCSHARED and LDSHARED are elsewhere): position-independent,
@@ -398,7 +418,7 @@ echo "-fPIC -fvisibility=default" >"$D/side-cflags"
 echo "-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-entry -Wl,--unresolved-symbols=import-dynamic -Wl,--export-if-defined=__wasm_call_ctors" >"$D/side-ldflags"
 run make -s -C "$WASM/build" -f Makefile -f "$WASM/relink.mk" pynbox-relink \
     PYNBOX_WASM="$R/python.wasm" \
-    PYNBOX_EXTRA_LINK="$D/pynbox_dynload.o $D/pynbox_cxxabi.o $(cat "$D/link-flags") @$D/exports.rsp ${EXTRA_ARCHIVES[*]}"
+    PYNBOX_EXTRA_LINK="$D/pynbox_dynload.o $D/pynbox_cxxabi.o $D/pynbox_cxx_symbols.o $(cat "$D/link-flags") @$D/exports.rsp ${EXTRA_ARCHIVES[*]}"
 # DWARF is 70% of the file; the name section stays (0.2 MB) so that a trap's
 # backtrace names functions.
 run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python.wasm" "$R/python.wasm"

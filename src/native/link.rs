@@ -353,6 +353,9 @@ fn resolve_func(caller: &mut Caller<'_, Guest>, name: &str) -> Option<Func> {
     if let Some(Extern::Func(f)) = caller.get_export(name) {
         return Some(f);
     }
+    if let Some(super::cxx::Symbol::Function(slot)) = cxx_symbol(caller, name) {
+        return super::cxx::function_at(caller, slot);
+    }
     let instances: Vec<Instance> = caller
         .data()
         .native
@@ -371,6 +374,9 @@ fn resolve_data(caller: &mut Caller<'_, Guest>, name: &str) -> Option<u32> {
     if let Some(Extern::Global(g)) = caller.get_export(name) {
         return data_address(caller, g, 0);
     }
+    if let Some(super::cxx::Symbol::Data(address)) = cxx_symbol(caller, name) {
+        return Some(address);
+    }
     let libs: Vec<(Instance, u32)> = caller
         .data()
         .native
@@ -384,9 +390,27 @@ fn resolve_data(caller: &mut Caller<'_, Guest>, name: &str) -> Option<u32> {
     })
 }
 
+/// The interpreter's C++ library symbol `name` (see `cxx.rs`), from its
+/// table as read at the first lookup of this guest.
+fn cxx_symbol(caller: &mut Caller<'_, Guest>, name: &str) -> Option<super::cxx::Symbol> {
+    // Only mangled C++ names are in the table.
+    if !name.starts_with("_Z") {
+        return None;
+    }
+    let table = match &caller.data().native.cxx {
+        Some(t) => t.clone(),
+        None => {
+            let t = super::cxx::read_table(caller);
+            caller.data_mut().native.cxx = Some(t.clone());
+            t
+        }
+    };
+    table.get(name).copied()
+}
+
 /// An exported data symbol is an immutable i32 global: its address in
 /// the interpreter, or its offset from the module's `__memory_base`.
-fn data_address(caller: &mut Caller<'_, Guest>, g: Global, base: u32) -> Option<u32> {
+pub(super) fn data_address(caller: &mut Caller<'_, Guest>, g: Global, base: u32) -> Option<u32> {
     let ty = g.ty(&*caller);
     if ty.mutability() != Mutability::Const || !matches!(ty.content(), ValType::I32) {
         return None;

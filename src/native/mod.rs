@@ -25,6 +25,7 @@
 //! that cannot be loaded is an `ImportError` in the guest, never an error
 //! of the host.
 
+mod cxx;
 pub mod dylink;
 mod link;
 
@@ -497,6 +498,9 @@ pub(crate) struct Loader {
     /// Function → its table slot, so that a function has one address
     /// whoever asks (CPython compares slot functions by address).
     slots: Option<HashMap<usize, u32>>,
+    /// The interpreter's C++ library symbols (`cxx.rs`), read at the first
+    /// name the interpreter does not export.
+    cxx: Option<Arc<HashMap<String, cxx::Symbol>>>,
 }
 
 impl Loader {
@@ -506,6 +510,7 @@ impl Loader {
             loaded: Vec::new(),
             error: String::new(),
             slots: None,
+            cxx: None,
         }
     }
 }
