@@ -360,6 +360,76 @@ fn weak_functions_resolve_to_the_first_definition() {
     );
 }
 
+/// The interpreter's C++ symbols come from a table in guest memory
+/// (src/native/cxx.rs). A module that scribbles over it before any C++
+/// name is looked up leaves the names unresolvable, as ImportErrors; the
+/// host reads the wrecked table within bounds and the guest goes on.
+#[test]
+fn a_wrecked_cxx_symbol_table_is_import_errors_not_host_harm() {
+    let mut m = Mods::new("cxxtable");
+    m.module(
+        "wants_cxx",
+        &side_module(
+            &mem_info(&[0], 0, &[0]),
+            r#"(import "env" "_Znwm" (func $new (param i32) (result i32)))
+               (func (export "PyInit_wants_cxx") (result i32)
+                 (drop (call $new (i32.const 8)))
+                 i32.const 0)"#,
+        ),
+    );
+    m.module(
+        "scribble",
+        &side_module(
+            &mem_info(&[0], 0, &[0]),
+            r#"(import "env" "memory" (memory 0))
+               (import "GOT.mem" "pynbox_cxx_symbols" (global $tab (mut i32)))
+               (import "GOT.mem" "pynbox_cxx_symbol_count" (global $cnt (mut i32)))
+               (func (export "PyInit_scribble") (result i32)
+                 (local $i i32) (local $n i32) (local $e i32)
+                 (local.set $n (i32.load (global.get $cnt)))
+                 (loop $l
+                   (local.set $e (i32.add (global.get $tab) (i32.mul (local.get $i) (i32.const 12))))
+                   ;; every name beyond memory, every value a slot that is not there
+                   (i32.store (local.get $e) (i32.const -16))
+                   (i32.store offset=4 (local.get $e) (i32.const -1))
+                   (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                   (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+                 (i32.store (global.get $cnt) (i32.const -1))
+                 i32.const 0)"#,
+        ),
+    );
+    let code = |names: &[&str]| {
+        format!(
+            "import sys\nsys.path.insert(0, '/mods')\nfor n in {names:?}:\n    try:\n        __import__(n)\n        print(n, '| LOADED')\n    except ImportError as e:\n        print(n, '|', e)\n    except SystemError:\n        print(n, '| RAN')\nprint('alive | yes')\n"
+        )
+    };
+    let rt = runtime();
+    // As built: operator new resolves through the table and runs.
+    let r = run_python(&rt, &m, &code(&["wants_cxx"]), Limits::default());
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert_eq!(
+        lines_of(&r.stdout)["wants_cxx"],
+        "RAN",
+        "{}",
+        text(&r.stderr)
+    );
+    // Wrecked first: the name is not found, and nothing else happens.
+    let r = run_python(
+        &rt,
+        &m,
+        &code(&["scribble", "wants_cxx"]),
+        Limits::default(),
+    );
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    let lines = lines_of(&r.stdout);
+    assert_eq!(lines["scribble"], "RAN", "{lines:?}");
+    assert!(
+        lines["wants_cxx"].contains("undefined symbol: _Znwm"),
+        "{lines:?}"
+    );
+    assert_eq!(lines["alive"], "yes", "{lines:?}");
+}
+
 /// A C++ extension module (the tests package's): the C++ library the
 /// interpreter exports works from it, and a C++ exception, which nothing
 /// in the sandbox can catch, ends the guest with a line saying so.

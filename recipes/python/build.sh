@@ -419,6 +419,9 @@ echo "-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-ent
 run make -s -C "$WASM/build" -f Makefile -f "$WASM/relink.mk" pynbox-relink \
     PYNBOX_WASM="$R/python.wasm" \
     PYNBOX_EXTRA_LINK="$D/pynbox_dynload.o $D/pynbox_cxxabi.o $D/pynbox_cxx_symbols.o $(cat "$D/link-flags") @$D/exports.rsp ${EXTRA_ARCHIVES[*]}"
+# --export-dynamic exported the C++ library too; side modules find it
+# through the table (files/drop_exports.py).
+"$BUILD_PYTHON" "$HERE/files/drop_exports.py" "$R/python.wasm" _Z
 # DWARF is 70% of the file; the name section stays (0.2 MB) so that a trap's
 # backtrace names functions.
 run "$WASI_STRIP" --strip-debug -o "$ROOT/bin/python.wasm" "$R/python.wasm"
