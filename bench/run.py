@@ -375,6 +375,9 @@ def summary(results):
               f"list saves in {se['save_10mib_list_ms']:.0f} ms to {se['saved_10mib_list_bytes'] / 2**20:.1f} MiB and restores "
               f"in {se['restore_10mib_list_ms']:.1f} ms (goal 10); {se['live_sessions']} live sessions, "
               f"{se['private_mib_per_session']:.1f} MiB each")
+        if "pool_take_pass_us" in se:
+            print(f"fresh sandbox from a session pool: take + exec('pass') {se['pool_take_pass_us']:.0f} us (goal under 1 ms); "
+                  f"{se['fresh_sessions_per_second_per_core']:.0f} fresh sessions started per second per core")
     pa = results.get("python_api")
     if pa:
         print(f"from Python: pynbox.run('pass') {pa['run_pass_ms']:.1f} ms against subprocess.run([sys.executable, '-c', 'pass']) "

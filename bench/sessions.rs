@@ -1,13 +1,16 @@
 //! Measures sessions (src/session/): starting one, a call's round trip,
 //! a host function's round trip, saving and restoring a session that
 //! imported json and holds a list of 10 MiB, and the private memory of 500
-//! live sessions. Prints one JSON object.
+//! live sessions; and fresh sandboxes from a pool of sessions started ahead
+//! of time (`SessionPool`): the hand-over's latency (take one and run
+//! `pass` in it) and how many fresh sessions one core starts per second.
+//! Prints one JSON object.
 //!
 //! cargo run --release --example bench_sessions -- DEST [LIVE_COUNT]
 
 use std::time::Instant;
 
-use pynbox::session::{Python, Session, SessionOptions, Value};
+use pynbox::session::{Python, Session, SessionOptions, SessionPool, Value};
 use pynbox::{MountSpec, Runtime};
 
 #[path = "common.rs"]
@@ -76,6 +79,31 @@ fn main() {
     });
     drop((s, big, back, small));
 
+    // Fresh sandboxes. A pool's take is a hand-over when its thread has
+    // kept up (waited for here, outside the timing); a core's throughput
+    // is what one thread starts, runs `pass` in and drops per second.
+    let pool = SessionPool::new(&python, options.clone(), 2).unwrap();
+    let mut takes: Vec<f64> = Vec::new();
+    for _ in 0..50 {
+        while pool.ready() < pool.size() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let t = Instant::now();
+        let mut fresh = pool.take().unwrap();
+        fresh.exec("pass").unwrap();
+        takes.push(t.elapsed().as_secs_f64() * 1e6);
+        drop(fresh);
+    }
+    let pool_take_pass_us = median(&mut takes);
+    drop(pool);
+    let n = 100;
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut fresh = Session::start(&python, options.clone()).unwrap();
+        fresh.exec("pass").unwrap();
+    }
+    let fresh_per_second = n as f64 / t.elapsed().as_secs_f64();
+
     let base = rss_kib();
     let mut live: Vec<Session> = Vec::new();
     for i in 0..live_target {
@@ -90,7 +118,8 @@ fn main() {
         "{{\"session_start_ms\": {start_ms:.3}, \"eval_round_trip_us\": {eval_us:.1}, \"host_call_round_trip_us\": {host_call_us:.1}, \
          \"save_10mib_list_ms\": {save_ms:.2}, \"saved_10mib_list_bytes\": {}, \"restore_10mib_list_ms\": {restore_ms:.2}, \
          \"save_json_only_ms\": {small_save_ms:.2}, \"saved_json_only_bytes\": {}, \"restore_json_only_ms\": {small_restore_ms:.2}, \
-         \"live_sessions\": {}, \"private_mib_per_session\": {per:.2}}}",
+         \"live_sessions\": {}, \"private_mib_per_session\": {per:.2}, \"pool_take_pass_us\": {pool_take_pass_us:.1}, \
+         \"fresh_sessions_per_second_per_core\": {fresh_per_second:.0}}}",
         saved.len(),
         small_saved.len(),
         live.len()

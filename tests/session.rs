@@ -10,7 +10,9 @@ use common::*;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pynbox::session::{CallErrorKind, Python, Session, SessionOptions, Value};
+use pynbox::session::{
+    CallErrorKind, Python, Session, SessionOptions, SessionPool, Value, MAX_POOL_SIZE,
+};
 use pynbox::{Limits, MountSpec, Runtime};
 
 fn python() -> &'static Python {
@@ -501,4 +503,74 @@ fn a_session_loads_native_modules_and_refuses_to_save_then() {
         eval(&mut s, "pynbox_ext.sort_ints([3, 1, 2])"),
         Value::List(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
     );
+}
+
+/// Waits until the pool has `n` sessions ready (its thread starts them).
+fn wait_ready(pool: &SessionPool, n: usize) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while pool.ready() < n {
+        assert!(Instant::now() < until, "the pool never reached {n} ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_pool_hands_out_fresh_sessions_none_twice_and_refills() {
+    let pool = SessionPool::new(python(), options(), 3).unwrap();
+    assert_eq!(pool.size(), 3);
+    wait_ready(&pool, 3);
+    let mut a = pool.take().unwrap();
+    let mut b = pool.take().unwrap();
+    exec(&mut a, "secret = 'left by a'");
+    // Each is its own interpreter, with its own hash secret.
+    assert_eq!(eval(&mut b, "'secret' in globals()"), Value::Bool(false));
+    let hashes: Vec<Value> = [&mut a, &mut b]
+        .into_iter()
+        .map(|s| eval(s, "hash('pynbox')"))
+        .collect();
+    assert_ne!(hashes[0], hashes[1]);
+    drop(a);
+    // Taking more than the pool holds starts the rest on the spot; none
+    // is a session somebody had.
+    let mut more: Vec<Session> = (0..5).map(|_| pool.take().unwrap()).collect();
+    for s in &mut more {
+        assert_eq!(eval(s, "'secret' in globals()"), Value::Bool(false));
+        assert_eq!(eval(s, "1 + 1"), Value::Int(2));
+    }
+    wait_ready(&pool, 3);
+    assert_eq!(pool.ready(), 3);
+    // Sessions taken live on after the pool is gone; the ones waiting end.
+    drop(pool);
+    assert_eq!(eval(&mut b, "6 * 7"), Value::Int(42));
+}
+
+#[test]
+fn a_pool_keeps_its_options_and_refuses_bad_ones_up_front() {
+    let limited = with_limits(Limits {
+        timeout: Some(Duration::from_millis(500)),
+        ..Limits::default()
+    });
+    let pool = SessionPool::new(python(), limited, 1).unwrap();
+    let mut s = pool.take().unwrap();
+    let e = s.exec("while True: pass").unwrap_err();
+    assert_eq!(e.kind, CallErrorKind::TimeLimit, "{e}");
+    for size in [0, MAX_POOL_SIZE + 1] {
+        let e = SessionPool::new(python(), options(), size)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("1 to 64 sessions") && e.contains(&size.to_string()),
+            "{e}"
+        );
+    }
+    let tiny = with_limits(Limits {
+        memory: Some(1 << 20),
+        ..Limits::default()
+    });
+    let e = SessionPool::new(python(), tiny, 2)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("memory"), "{e}");
 }

@@ -38,6 +38,7 @@ __all__ = [
     "run",
     "install",
     "Session",
+    "SessionPool",
     "Result",
     "Output",
     "Repr",
@@ -258,6 +259,75 @@ class Session:
         self._s.close()
 
     def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @classmethod
+    def _wrap(cls, s: Any) -> "Session":
+        self = cls.__new__(cls)
+        self._s = s
+        return self
+
+
+class SessionPool:
+    """Fresh sessions started ahead of time by a background thread, for a
+    new sandbox per job in microseconds instead of milliseconds.
+
+    Every session :meth:`take` returns is new, with the pool's options,
+    and is never handed to anyone else; when none is ready (takes faster
+    than the thread starts them), :meth:`take` starts one itself. Each
+    waiting session holds its memory (about 4 MiB), so keep ``size``
+    small (1 to 64).
+
+        with pynbox.SessionPool(size=2, timeout=5) as pool:
+            with pool.take() as s:
+                s.exec(untrusted_code)
+    """
+
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        mounts: Iterable[Mount] = (),
+        env: Optional[Mapping[str, str]] = None,
+        memory: Union[int, str, None] = _MEMORY,
+        timeout: Optional[float] = _TIMEOUT,
+        max_output: Union[int, str, None] = _MAX_OUTPUT,
+        install: Union[str, "os.PathLike[str]", None] = None,
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"SessionPool: size must be an int, not {type(size).__name__}")
+        if not 1 <= size <= 64:
+            raise ValueError(f"SessionPool: size must be 1 to 64, not {size}")
+        if env is not None and not isinstance(env, dict):
+            env = dict(env)
+        self._p = _pynbox.SessionPool(
+            size,
+            _mounts(mounts),
+            env,
+            memory,
+            timeout,
+            max_output,
+            _dest(install),
+        )
+
+    def take(self) -> Session:
+        """A fresh session, yours alone: close it when done."""
+        return Session._wrap(self._p.take())
+
+    @property
+    def ready(self) -> int:
+        """How many sessions are started and waiting."""
+        return self._p.ready
+
+    def close(self) -> None:
+        """Stops the thread and ends the sessions nobody took (sessions
+        already taken live on)."""
+        self._p.close()
+
+    def __enter__(self) -> "SessionPool":
         return self
 
     def __exit__(self, *exc: Any) -> None:

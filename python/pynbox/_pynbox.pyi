@@ -115,6 +115,22 @@ class Session:
     def alive(self) -> bool: ...
     def close(self) -> None: ...
 
+class SessionPool:
+    def __new__(
+        cls,
+        size: int,
+        mounts: Any,
+        env: Optional[dict[str, str]],
+        memory: Union[int, str, None],
+        timeout: Optional[float],
+        max_output: Union[int, str, None],
+        dest: Union[str, PathLike[str]],
+    ) -> "SessionPool": ...
+    def take(self) -> Session: ...
+    @property
+    def ready(self) -> int: ...
+    def close(self) -> None: ...
+
 def run(
     code_or_argv: Union[str, Sequence[str]],
     mounts: Any,

@@ -278,6 +278,17 @@ pub struct PySession {
     inner: Arc<Inner>,
 }
 
+impl PySession {
+    fn wrap(session: pynbox::session::Session) -> PySession {
+        PySession {
+            inner: Arc::new(Inner {
+                session: Mutex::new(Some(session)),
+                in_callback: Arc::new(Mutex::new(None)),
+            }),
+        }
+    }
+}
+
 #[pymethods]
 impl PySession {
     #[new]
@@ -320,12 +331,7 @@ impl PySession {
             }
             .map_err(to_py_err)
         })?;
-        Ok(PySession {
-            inner: Arc::new(Inner {
-                session: Mutex::new(Some(session)),
-                in_callback: Arc::new(Mutex::new(None)),
-            }),
-        })
+        Ok(PySession::wrap(session))
     }
 
     /// Runs `code` (statements) in the session's globals.
@@ -423,6 +429,72 @@ impl PySession {
     }
 }
 
+/// Fresh sessions started ahead of time (`pynbox::session::SessionPool`).
+#[pyclass(module = "pynbox._pynbox", name = "SessionPool", frozen)]
+pub struct PySessionPool {
+    /// Taken out on close; a take in progress holds its own reference.
+    pool: Mutex<Option<Arc<pynbox::session::SessionPool>>>,
+}
+
+impl PySessionPool {
+    fn get(&self) -> PyResult<Arc<pynbox::session::SessionPool>> {
+        let guard = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .clone()
+            .ok_or_else(|| PyRuntimeError::new_err("the session pool is closed"))
+    }
+}
+
+#[pymethods]
+impl PySessionPool {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        size: usize,
+        mounts: &Bound<'_, PyAny>,
+        env: Option<&Bound<'_, PyAny>>,
+        memory: &Bound<'_, PyAny>,
+        timeout: &Bound<'_, PyAny>,
+        max_output: &Bound<'_, PyAny>,
+        dest: PathBuf,
+    ) -> PyResult<PySessionPool> {
+        let s = settings(&dest, mounts, env, memory, timeout, max_output)?;
+        let pool = detached(py, move || {
+            let python = python_for(&dest)?;
+            let options = SessionOptions {
+                mounts: s.mounts,
+                env: s.env,
+                limits: s.limits,
+                ..SessionOptions::default()
+            };
+            pynbox::session::SessionPool::new(&python, options, size).map_err(to_py_err)
+        })?;
+        Ok(PySessionPool {
+            pool: Mutex::new(Some(Arc::new(pool))),
+        })
+    }
+
+    /// A fresh session: started ahead of time when one is ready.
+    fn take(&self, py: Python<'_>) -> PyResult<PySession> {
+        let pool = self.get()?;
+        let session = detached(py, move || pool.take().map_err(to_py_err))?;
+        Ok(PySession::wrap(session))
+    }
+
+    /// How many sessions are started and waiting.
+    #[getter]
+    fn ready(&self) -> usize {
+        self.get().map_or(0, |p| p.ready())
+    }
+
+    /// Stops the pool's thread and ends the sessions nobody took.
+    fn close(&self, py: Python<'_>) {
+        let taken = self.pool.lock().unwrap_or_else(|p| p.into_inner()).take();
+        py.detach(move || drop(taken));
+    }
+}
+
 /// One host callback: the guest's arguments in, the result or the
 /// exception's `Type: message` out.
 fn callback(py: Python<'_>, func: &Py<PyAny>, args: Vec<Value>) -> Result<Value, String> {
@@ -451,6 +523,7 @@ fn callback(py: Python<'_>, func: &Py<PyAny>, args: Vec<Value>) -> Result<Value,
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySession>()?;
+    m.add_class::<PySessionPool>()?;
     m.add_class::<Repr>()?;
     m.add_class::<CallOutput>()?;
     Ok(())

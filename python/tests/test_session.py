@@ -276,6 +276,9 @@ def test_the_readme_example(tmp_path: Path):
         saved = s.save()
     with pynbox.Session.restore(saved) as s:
         assert s.eval("json.dumps(total)") == "3"
+    with pynbox.SessionPool(2, timeout=5) as pool:
+        with pool.take() as s:
+            assert s.exec("print('fresh')").stdout == "fresh\n"
 
 
 def test_memory_limit_message():
@@ -283,3 +286,43 @@ def test_memory_limit_message():
         with pytest.raises(pynbox.MemoryLimit, match="memory limit"):
             s.exec("x = bytearray(500 * 1024 * 1024)")
 
+
+def _wait_ready(pool, n):
+    until = time.monotonic() + 60
+    while pool.ready < n:
+        assert time.monotonic() < until, f"the pool never had {n} ready"
+        time.sleep(0.005)
+
+
+def test_session_pool_hands_out_fresh_sessions(tmp_path: Path):
+    (tmp_path / "f.txt").write_text("mounted")
+    with pynbox.SessionPool(2, mounts=[(tmp_path, "/w", "ro")], timeout=0.5) as pool:
+        _wait_ready(pool, 2)
+        with pool.take() as a, pool.take() as b:
+            a.exec("left = 'by a'")
+            assert b.eval("'left' in globals()") is False
+            assert a.eval("hash('pynbox')") != b.eval("hash('pynbox')")
+            assert b.eval("open('/w/f.txt').read()") == "mounted"
+            with pytest.raises(pynbox.TimeLimit):
+                b.exec("while True: pass")
+        # More than the pool holds: the rest are started on the spot.
+        taken = [pool.take() for _ in range(4)]
+        assert all(s.eval("'left' in globals()") is False for s in taken)
+        _wait_ready(pool, 2)
+    assert pool.ready == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.take()
+    # A session taken outlives its pool.
+    assert taken[0].eval("6 * 7") == 42
+    for s in taken:
+        s.close()
+
+
+def test_session_pool_refuses_bad_sizes_and_options():
+    for size in (0, 65):
+        with pytest.raises(ValueError, match="1 to 64"):
+            pynbox.SessionPool(size)
+    with pytest.raises(TypeError):
+        pynbox.SessionPool("2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="memory"):
+        pynbox.SessionPool(1, memory="1M")

@@ -16,6 +16,7 @@
 //! interpreter when the session starts.
 
 mod channel;
+mod pool;
 mod saved;
 pub mod value;
 
@@ -28,6 +29,7 @@ use wasmtime::{Store, TypedFunc};
 pub(crate) use channel::add_to_linker;
 #[doc(hidden)]
 pub use channel::Channel;
+pub use pool::{SessionPool, MAX_POOL_SIZE};
 pub use value::Value;
 
 use crate::native::{Installed, NativeModules};
