@@ -175,6 +175,18 @@ pub(crate) fn settings(
     })
 }
 
+impl Settings {
+    /// A session's options with these mounts, environment and limits.
+    pub(crate) fn session_options(self) -> pynbox::session::SessionOptions {
+        pynbox::session::SessionOptions {
+            mounts: self.mounts,
+            env: self.env,
+            limits: self.limits,
+            ..Default::default()
+        }
+    }
+}
+
 /// `(host_dir, guest_dir, "ro"|"rw")` tuples or `"HOST:GUEST:ro"` strings;
 /// every host directory must exist.
 fn parse_mounts(mounts: &Bound<'_, PyAny>) -> PyResult<Vec<MountSpec>> {

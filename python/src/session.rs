@@ -12,7 +12,7 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
 };
 
-use pynbox::session::{CallError, CallErrorKind, Python as Interpreter, SessionOptions, Value};
+use pynbox::session::{CallError, CallErrorKind, Python as Interpreter, Value};
 
 use crate::{
     detached, runtime_for, settings, to_py_err, GuestError, MemoryLimit, OutputLimit, SessionDead,
@@ -319,12 +319,7 @@ impl PySession {
         };
         let session = detached(py, move || {
             let python = python_for(&dest)?;
-            let options = SessionOptions {
-                mounts: s.mounts,
-                env: s.env,
-                limits: s.limits,
-                ..SessionOptions::default()
-            };
+            let options = s.session_options();
             match data {
                 None => pynbox::session::Session::start(&python, options),
                 Some(d) => pynbox::session::Session::restore(&python, &d, options),
@@ -462,13 +457,7 @@ impl PySessionPool {
         let s = settings(&dest, mounts, env, memory, timeout, max_output)?;
         let pool = detached(py, move || {
             let python = python_for(&dest)?;
-            let options = SessionOptions {
-                mounts: s.mounts,
-                env: s.env,
-                limits: s.limits,
-                ..SessionOptions::default()
-            };
-            pynbox::session::SessionPool::new(&python, options, size).map_err(to_py_err)
+            pynbox::session::SessionPool::new(&python, s.session_options(), size).map_err(to_py_err)
         })?;
         Ok(PySessionPool {
             pool: Mutex::new(Some(Arc::new(pool))),
