@@ -521,6 +521,15 @@ fn a_pool_hands_out_fresh_sessions_none_twice_and_refills() {
     wait_ready(&pool, 3);
     let mut a = pool.take().unwrap();
     let mut b = pool.take().unwrap();
+    // The pool's warm-up is not a call of the session's: the taker's
+    // first call is its first.
+    let e = b.exec("raise KeyError('first')").unwrap_err();
+    match &e.kind {
+        CallErrorKind::Guest { traceback, .. } => {
+            assert!(traceback.contains("<session:1>"), "{traceback}")
+        }
+        other => panic!("{other:?}"),
+    }
     exec(&mut a, "secret = 'left by a'");
     // Each is its own interpreter, with its own hash secret.
     assert_eq!(eval(&mut b, "'secret' in globals()"), Value::Bool(false));

@@ -338,6 +338,13 @@ impl Session {
         self.request(b'x', code)
     }
 
+    /// Runs `pass` outside `__main__`, uncounted, so that a fresh
+    /// interpreter's first compile and exec (milliseconds) are paid before
+    /// a pool hands the session out.
+    pub(crate) fn warm_up(&mut self) -> Result<(), CallError> {
+        self.request(b'w', "pass").map(|_| ())
+    }
+
     /// Evaluates the expression `expr` in `__main__` and returns its value
     /// ([`Value::Repr`] for an object outside the interchange form).
     pub fn eval(&mut self, expr: &str) -> Result<Call, CallError> {

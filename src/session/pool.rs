@@ -4,8 +4,10 @@
 //! heap under a fresh hash secret, the driver's start).
 //!
 //! A background thread keeps up to `size` sessions started with the same
-//! options; [`SessionPool::take`] hands one over and wakes the thread to
-//! start the next. Every session is started for one taker and never given
+//! options, each warmed up (a first `pass` compiled and run outside
+//! `__main__`: a fresh interpreter's first call costs milliseconds);
+//! [`SessionPool::take`] hands one over and wakes the thread to start the
+//! next. Every session is started for one taker and never given
 //! to another, so what one job leaves in its interpreter no other job sees.
 //! When the pool is empty (takes faster than starts), `take` starts one
 //! itself: the pool lowers latency, it cannot raise the number of starts
@@ -68,7 +70,7 @@ impl SessionPool {
                 "a session pool keeps 1 to {MAX_POOL_SIZE} sessions ready, not {size}"
             )));
         }
-        let first = Session::start(python, options.clone())?;
+        let first = start_warm(python, &options)?;
         let shared = Arc::new(Shared {
             python: python.clone(),
             options,
@@ -135,6 +137,14 @@ impl Drop for SessionPool {
     }
 }
 
+/// A session started and warmed up.
+fn start_warm(python: &Python, options: &SessionOptions) -> Result<Session, Error> {
+    let mut s = Session::start(python, options.clone())?;
+    s.warm_up()
+        .map_err(|e| Error::input(format!("the session's warm-up failed: {e}")))?;
+    Ok(s)
+}
+
 /// The pool's thread: starts sessions while fewer than `size` wait.
 fn fill(shared: &Shared) {
     loop {
@@ -147,7 +157,7 @@ fn fill(shared: &Shared) {
                 return;
             }
         }
-        let started = Session::start(&shared.python, shared.options.clone());
+        let started = start_warm(&shared.python, &shared.options);
         let mut state = shared.state();
         if state.closing {
             return;
