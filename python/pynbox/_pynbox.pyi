@@ -16,6 +16,7 @@ __all__ = [
     "install",
     "prepare",
     "Session",
+    "SessionPool",
     "Repr",
     "Output",
 ]
@@ -115,6 +116,7 @@ class Session:
     def alive(self) -> bool: ...
     def close(self) -> None: ...
 
+@final
 class SessionPool:
     def __new__(
         cls,
