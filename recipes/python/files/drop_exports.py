@@ -9,16 +9,7 @@ are dropped here. The functions and data stay: the table refers to them.
 """
 import sys
 
-
-def leb(b, i):
-    r = s = 0
-    while True:
-        x = b[i]
-        i += 1
-        r |= (x & 0x7F) << s
-        s += 7
-        if x < 0x80:
-            return r, i
+from cxx_symbols import leb  # beside this file
 
 
 def uleb(n):
