@@ -26,7 +26,23 @@ say "quick start: install into $dest"
 "$dest/bin/test_pynbox"
 
 say "cargo test"
-PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast -- --test-threads=2
+# numpy's and lxml's own suites (tests/numpy.rs, tests/lxml.rs) are the two
+# longest tests and each keeps one core busy for minutes: they run in the
+# background, one after the other, while every other test runs beside them
+# (two at a time, as before: the machine is busier, not the tests), so that
+# both cores work all along. Their output is shown when they end.
+suites_log=$(dirname "$dest")/package-suites.log
+PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast --test numpy --test lxml \
+    -- --test-threads=1 test_suite_passes_but_for_known_failures >"$suites_log" 2>&1 &
+suites=$!
+status=0
+PYNBOX_TEST_DEST=$dest cargo test --release --locked --no-fail-fast \
+    -- --test-threads=2 --skip test_suite_passes_but_for_known_failures || status=$?
+suites_status=0
+wait "$suites" || suites_status=$?
+say "cargo test: numpy's and lxml's own suites"
+cat "$suites_log"
+[ "$status" = 0 ] && [ "$suites_status" = 0 ] || { echo "cargo test failed" >&2; exit 1; }
 
 say "pynbox serve with its session store in S3 (moto on loopback; scripts/test-serve-s3.sh alone)"
 PYNBOX_TEST_DEST=$dest scripts/test-serve-s3.sh
@@ -40,13 +56,6 @@ cargo test --release --locked --features test-compromise,test-faults --test inst
     -- an_install_killed_at_each_point_of_its_commit_recovers
 # Back to a pynbox without those hooks.
 cargo build --release --locked
-
-say "cargo test, checked build (overflow checks and debug assertions in pynbox's code)"
-# Guest-controlled numbers must never panic pynbox: the tests that feed it
-# hostile ones run again with every arithmetic overflow checked.
-PYNBOX_TEST_DEST=$dest cargo test --profile checked --locked --no-fail-fast \
-    --lib --test attacks --test run --test limits_in_process --test fuzz_regressions \
-    -- --test-threads=2
 
 say "the real PyPI (only when it answers): pip install requests attrs python-dateutil, imported inside"
 if curl -fsS --max-time 15 -o /dev/null -H 'Accept: application/vnd.pypi.simple.v1+json' https://pypi.org/simple/attrs/; then
