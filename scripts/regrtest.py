@@ -23,12 +23,14 @@ Outcomes, one per line in the list as `KIND ID REASON`:
 """
 
 import argparse
+import concurrent.futures
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,12 +61,16 @@ def guest_python(dest, scratch, extra=(), args=()):
     ]
 
 
+PRINT = threading.Lock()
+
+
 def run_suite(dest, extra, tests, log):
     """Runs regrtest once; returns its output. A fresh scratch /tmp each
     time, so that one run's leftovers cannot decide the next."""
     with tempfile.TemporaryDirectory(prefix="pynbox-regrtest-") as scratch:
         cmd = guest_python(dest, scratch, extra, tests)
-        print("+", " ".join(cmd), flush=True)
+        with PRINT:
+            print("+", " ".join(cmd), flush=True)
         started = time.monotonic()
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -75,15 +81,45 @@ def run_suite(dest, extra, tests, log):
                 text.append(line)
                 # Progress for a job of minutes: one line per module.
                 if PROGRESS.match(line.rstrip("\n")) and " " in line.split("] ", 1)[-1].strip():
-                    sys.stdout.write("  " + line.split("] ", 1)[-1])
-                    sys.stdout.flush()
+                    with PRINT:
+                        sys.stdout.write("  " + line.split("] ", 1)[-1])
+                        sys.stdout.flush()
             status = proc.wait()
-        print(f"  regrtest exited with {status} after {time.monotonic() - started:.0f} s (log: {log})")
+        with PRINT:
+            print(f"  regrtest exited with {status} after {time.monotonic() - started:.0f} s (log: {log})")
         # 0 all passed, 2 failures (the list decides); anything else is the
         # sandbox or regrtest itself going wrong.
         if status not in (0, 2):
             sys.exit(f"regrtest: the suite ended with status {status}, not a test result: see {log}")
         return "".join(text)
+
+
+def list_tests(dest):
+    """The modules a plain run would run, as regrtest itself finds them."""
+    with tempfile.TemporaryDirectory(prefix="pynbox-regrtest-") as scratch:
+        proc = subprocess.run(guest_python(dest, scratch, (), ["--list-tests"]),
+                              capture_output=True, text=True, errors="replace")
+    names = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("test_")]
+    if proc.returncode != 0 or not names:
+        sys.exit(f"regrtest: --list-tests ended with status {proc.returncode}: {proc.stderr[-2000:]}")
+    return names
+
+
+def run_sharded(dest, extra, tests, log, jobs):
+    """Runs the modules in `jobs` sandboxes at once (WASI has no
+    subprocesses, so regrtest's own -j cannot), each given every jobs-th
+    module of the sorted list so that each shard keeps regrtest's order;
+    returns their outputs joined. A module's outcome must not depend on
+    which ran before it (the check below reports one that does)."""
+    names = sorted(tests or list_tests(dest))
+    shards = [names[i::jobs] for i in range(jobs)]
+    shards = [s for s in shards if s]
+    if len(shards) == 1:
+        return run_suite(dest, extra, shards[0] if tests else [], log)
+    with concurrent.futures.ThreadPoolExecutor(len(shards)) as pool:
+        runs = [pool.submit(run_suite, dest, extra, shard, log.with_name(f"{log.stem}-{i}{log.suffix}"))
+                for i, shard in enumerate(shards)]
+        return "".join(run.result() for run in runs)
 
 
 def module_outcomes(output):
@@ -128,8 +164,8 @@ def case_outcomes(dest, extra, modules, logdir, tag):
     return found
 
 
-def outcomes(dest, extra, tests, logdir, tag):
-    found = module_outcomes(run_suite(dest, extra, tests, logdir / f"{tag}.log"))
+def outcomes(dest, extra, tests, logdir, tag, jobs=1):
+    found = module_outcomes(run_sharded(dest, extra, tests, logdir / f"{tag}.log", jobs))
     failed = {name for (kind, name) in found if kind == "failed-module"}
     cases = case_outcomes(dest, extra, failed, logdir, tag)
     for name in failed:
@@ -191,6 +227,8 @@ def main():
     ap.add_argument("--update", action="store_true", help="rewrite the expected list from this run")
     ap.add_argument("--only", nargs="+", default=[], metavar="TEST", help="run only these test modules")
     ap.add_argument("--logs", type=Path, help="directory for the logs (default: a new temporary one)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                    help="sandboxes run at once, each with every N-th module (default: 2, or 1 on one core)")
     args = ap.parse_args()
     dest = args.dest.resolve()
     if not (dest / "bin/run").exists() or not (dest / f"root{STDLIB}/test/regrtest.py").exists():
@@ -204,7 +242,9 @@ def main():
                     if k[1] in mods or any(k[1].startswith(f"test.{m}.") for m in mods)}
 
     print("== the suite, as a user's sandbox runs it")
-    found = outcomes(dest, [], args.only, logdir, "default")
+    if args.jobs < 1:
+        sys.exit("regrtest: --jobs must be at least 1")
+    found = outcomes(dest, [], args.only, logdir, "default", args.jobs)
     if args.update:
         write_expected(found, read_expected() if EXPECTED.exists() else {})
         return
