@@ -99,7 +99,7 @@ def list_tests(dest):
     with tempfile.TemporaryDirectory(prefix="pynbox-regrtest-") as scratch:
         proc = subprocess.run(guest_python(dest, scratch, (), ["--list-tests"]),
                               capture_output=True, text=True, errors="replace")
-    names = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("test_")]
+    names = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith(("test_", "test."))]
     if proc.returncode != 0 or not names:
         sys.exit(f"regrtest: --list-tests ended with status {proc.returncode}: {proc.stderr[-2000:]}")
     return names
