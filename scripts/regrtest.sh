@@ -5,7 +5,7 @@
 #   scripts/regrtest.sh                       the whole suite, as CI runs it
 #   scripts/regrtest.sh --only test_os        some modules
 #   scripts/regrtest.sh --update              rewrite the list from a run
-# Runs two sandboxes at once on two cores (--jobs): about 5 minutes.
+# Runs two sandboxes at once on two cores (--jobs): about 3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pynbox/cargo-target}
