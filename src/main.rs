@@ -57,7 +57,7 @@ enum Cmd {
     },
     /// Install packages into a sandbox directory DEST (the runner is always installed).
     #[command(after_help = "Examples:\n  pynbox install DEST python tests\n  \
-        pynbox install DEST python=3.13.5-4 --repo /mnt/pynbox-packages\n  \
+        pynbox install DEST python=3.13.5-5 --repo /mnt/pynbox-packages\n  \
         pynbox install DEST lxml --repo https://example.org/pynbox\n  \
         pynbox install DEST   (refresh the runner and the pre-initialised python, e.g. after copying DEST)\n\n\
         Installing compiles the interpreter to machine code and pre-initialises python (a snapshot \

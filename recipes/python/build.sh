@@ -368,6 +368,16 @@ D="$PYNBOX_OUT/dynlink"
 mkdir -p "$R" "$D"
 run "$WASI_CC" -O2 -Wall -Werror -c "$HERE/files/pynbox_dynload.c" -o "$D/pynbox_dynload.o"
 run "$WASI_CC" -O2 -Wall -Werror -c "$HERE/files/pynbox_cxxabi.c" -o "$D/pynbox_cxxabi.o"
+# The C library's string scanners in wasm SIMD (files/simd-string/README.md:
+# 9% on json_loads, 5% on regex_v8), linked ahead of libc.a so that its own
+# copies are never pulled in.
+SIMD_STRING_OBJS=()
+for c in "$HERE"/files/simd-string/*.c; do
+    o="$D/simd_$(basename "${c%.c}").o"
+    run "$WASI_CC" -O2 -DNDEBUG -msimd128 -D__wasilibc_simd_string -Wall -Werror \
+        -include "$HERE/files/simd-string/simd_string.h" -c "$c" -o "$o"
+    SIMD_STRING_OBJS+=("$o")
+done
 (cd "$WASM/build" && "$WASI_NM" --extern-only -P $(makevar LINK_PYTHON_OBJS) Programs/python.o 2>/dev/null) |
     awk 'NF >= 2 && $2 != "U" && $2 != "w" { print $1 }' | sort -u >"$R/cpython-symbols.txt"
 [[ -s "$R/cpython-symbols.txt" ]] || die "no symbols read from CPython's objects in $WASM/build"
@@ -403,9 +413,9 @@ for sym in _Znwm _ZNSt3__212__next_primeEm; do
         die "the C++ symbol table lacks $sym: side modules could not use the C++ library (see $R/pynbox_cxx_symbols.c)"
 done
 # (The flags without the files, whose directory moves once the build entry
-# is complete: a relinker passes DIR/pynbox_dynload.o, DIR/pynbox_cxxabi.o,
-# DIR/pynbox_cxx_symbols.o, these flags, @DIR/exports.rsp and the archives
-# in link-archives.)
+# is complete: a relinker passes DIR/simd_*.o, DIR/pynbox_dynload.o,
+# DIR/pynbox_cxxabi.o, DIR/pynbox_cxx_symbols.o, these flags,
+# @DIR/exports.rsp and the archives in link-archives.)
 echo "-Wl,--export-dynamic -Wl,--export-table -Wl,--growable-table -Wl,--export=__stack_pointer" >"$D/link-flags"
 # And how an extension module or library for this interpreter is built (what
 # sysconfig's CCSHARED and LDSHARED are elsewhere): position-independent,
@@ -418,7 +428,7 @@ echo "-fPIC -fvisibility=default" >"$D/side-cflags"
 echo "-shared -fPIC -nostdlib -Wl,--experimental-pic -Wl,-Bsymbolic -Wl,--no-entry -Wl,--unresolved-symbols=import-dynamic -Wl,--export-if-defined=__wasm_call_ctors" >"$D/side-ldflags"
 run make -s -C "$WASM/build" -f Makefile -f "$WASM/relink.mk" pynbox-relink \
     PYNBOX_WASM="$R/python.wasm" \
-    PYNBOX_EXTRA_LINK="$D/pynbox_dynload.o $D/pynbox_cxxabi.o $D/pynbox_cxx_symbols.o $(cat "$D/link-flags") @$D/exports.rsp ${EXTRA_ARCHIVES[*]}"
+    PYNBOX_EXTRA_LINK="${SIMD_STRING_OBJS[*]} $D/pynbox_dynload.o $D/pynbox_cxxabi.o $D/pynbox_cxx_symbols.o $(cat "$D/link-flags") @$D/exports.rsp ${EXTRA_ARCHIVES[*]}"
 # --export-dynamic exported the C++ library too; side modules find it
 # through the table (files/drop_exports.py).
 "$BUILD_PYTHON" "$HERE/files/drop_exports.py" "$R/python.wasm" _Z

@@ -411,6 +411,30 @@ class NativeModules(unittest.TestCase):
         self.assertEqual((c.bump(), c.bump()), (1, 2))
         self.assertTrue(pynbox_ext.same_function_addresses())
 
+    def test_c_library_string_scanners_agree_with_plain_loops(self):
+        # The interpreter's memchr, strlen, memcmp and friends are wasm SIMD
+        # (16 aligned bytes at a time, reading past the string's ends):
+        # every alignment and length, the byte found or not.
+        import pynbox_ext
+
+        pynbox_ext.string_functions_agree()
+        # And from Python, through the interpreter's own callers (find and
+        # rfind of one byte call memchr and memrchr from `start`, so at
+        # every alignment; comparisons call memcmp).
+        for n in range(80):
+            body = bytes(97 + i % 26 for i in range(n))
+            for pad in range(17):
+                data = b"." * pad + body
+                for ch in (b"a", b"z", b"\x80"):
+                    found = [i for i, c in enumerate(body) if c == ch[0]]
+                    self.assertEqual(data.find(ch, pad), pad + found[0] if found else -1, (n, pad, ch))
+                    self.assertEqual(data.rfind(ch, pad), pad + found[-1] if found else -1, (n, pad, ch))
+            if n:
+                other = bytearray(body)
+                other[n // 2] ^= 1
+                self.assertNotEqual(body, bytes(other))
+                self.assertEqual(body < bytes(other), body[n // 2] < other[n // 2])
+
     def test_native_packages_combine_in_one_run(self):
         # lxml (C, with three shared libraries) and numpy (C and C++) loaded
         # into this one interpreter, working on the same data.

@@ -4,6 +4,7 @@
 #include <Python.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 extern int pynbox_helper_calls;
 int pynbox_helper_add(int a, int b);
@@ -100,6 +101,78 @@ static PyObject *same_function_addresses(PyObject *self, PyObject *args) {
                            PyBaseObject_Type.tp_alloc == PyType_GenericAlloc);
 }
 
+/* The interpreter's C library scans strings with wasm SIMD, 16 aligned
+ * bytes at a time (recipes/python/files/simd-string): compare each scanner
+ * with a plain loop at every alignment and length up to 200, with the byte
+ * sought inside, at the end, past the end and absent, and bytes >= 0x80.
+ * Called through volatile pointers so that the compiler neither inlines
+ * nor folds them: these are the interpreter's exported functions. */
+static void *(*volatile memchr_p)(const void *, int, size_t) = memchr;
+static void *(*volatile memrchr_p)(const void *, int, size_t) = memrchr;
+static int (*volatile memcmp_p)(const void *, const void *, size_t) = memcmp;
+static size_t (*volatile strlen_p)(const char *) = strlen;
+static char *(*volatile strchr_p)(const char *, int) = strchr;
+static char *(*volatile strchrnul_p)(const char *, int) = strchrnul;
+static size_t (*volatile strspn_p)(const char *, const char *) = strspn;
+static size_t (*volatile strcspn_p)(const char *, const char *) = strcspn;
+
+static unsigned lcg(unsigned *s) { return (*s = *s * 1103515245u + 12345u) >> 16; }
+static int sign(int x) { return (x > 0) - (x < 0); }
+static int in_set(const char *set, char ch) {
+    for (; *set; set++)
+        if (*set == ch) return 1;
+    return 0;
+}
+static const char alphabet[] = "abcxyz\x80\xff";
+
+static PyObject *string_functions_agree(PyObject *self, PyObject *args) {
+    static char a[512], b[512];
+    unsigned seed = 1;
+    for (int round = 0; round < 20000; round++) {
+        size_t off = lcg(&seed) % 48, off2 = lcg(&seed) % 48, len = lcg(&seed) % 201;
+        for (size_t i = 0; i < sizeof a; i++)
+            a[i] = alphabet[lcg(&seed) % 8];
+        a[off + len] = 0;
+        memcpy(b + off2, a + off, len + 1);
+        if (len && lcg(&seed) % 2)
+            b[off2 + lcg(&seed) % len] ^= 1;
+        int c = (unsigned char)"abz\x80\xffq"[lcg(&seed) % 6];
+        char set[5] = {0};
+        for (int k = 0, n = lcg(&seed) % 5; k < n; k++)
+            set[k] = alphabet[lcg(&seed) % 8];
+        const char *s = a + off;
+        const char *first = NULL, *last = NULL;
+        for (size_t i = 0; i < len; i++) {
+            if ((unsigned char)s[i] == c) {
+                if (!first) first = s + i;
+                last = s + i;
+            }
+        }
+        int cmp = 0;
+        for (size_t i = 0; i < len && !cmp; i++)
+            cmp = sign((unsigned char)s[i] - (unsigned char)b[off2 + i]);
+        size_t spn = 0, cspn = 0;
+        while (spn < len && in_set(set, s[spn])) spn++;
+        while (cspn < len && !in_set(set, s[cspn])) cspn++;
+        const char *what = NULL;
+        if (strlen_p(s) != len) what = "strlen";
+        else if (memchr_p(s, c, len) != first) what = "memchr";
+        else if (memrchr_p(s, c, len) != last) what = "memrchr";
+        else if (sign(memcmp_p(s, b + off2, len)) != cmp) what = "memcmp";
+        else if (strchr_p(s, c) != first) what = "strchr";
+        else if (strchrnul_p(s, c) != (first ? first : s + len)) what = "strchrnul";
+        else if (strchrnul_p(s, 0) != s + len) what = "strchrnul of NUL";
+        else if (strspn_p(s, set) != spn) what = "strspn";
+        else if (strcspn_p(s, set) != cspn) what = "strcspn";
+        if (what) {
+            PyErr_Format(PyExc_AssertionError, "%s disagrees with a plain loop (offset %zu, length %zu, byte %d, set \"%s\")",
+                         what, off, len, c, set);
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"greet", greet, METH_NOARGS, "A string built with snprintf."},
     {"sort_ints", sort_ints, METH_O, "Sorts a list of ints with qsort."},
@@ -108,6 +181,7 @@ static PyMethodDef methods[] = {
     {"was_constructed", was_constructed, METH_NOARGS, "42 if constructors ran."},
     {"fail", fail, METH_NOARGS, "Raises ValueError."},
     {"same_function_addresses", same_function_addresses, METH_NOARGS, ""},
+    {"string_functions_agree", string_functions_agree, METH_NOARGS, "Raises AssertionError at the first disagreement."},
     {NULL, NULL, 0, NULL},
 };
 
